@@ -1,0 +1,1 @@
+"""The isolation runtime: pure asyncio, no ASGI, SQL or Redis."""

@@ -1,0 +1,196 @@
+"""One user's outgoing connection: a bounded queue and the task that writes it out."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from corral.core.events import Event
+
+log = logging.getLogger("corral.connection")
+
+# Close codes (RFC 6455 and the contract).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+DEFAULT_MAX_BUFFERED_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_MESSAGES = 20_000
+
+
+class Transport(Protocol):
+    """Anything that can send a text frame and close: a WebSocket, an SSE stream, a test sink."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Connection:
+    """A transport owned by one user, with a bounded outgoing queue.
+
+    ``offer`` never waits: it queues the bytes, or — when the bytes held for this connection
+    (queued plus the frame being written) would pass the bound — closes the connection with
+    1013 as a slow consumer. The producer and every other connection never wait on it. The
+    writer task is started by ``start`` and ends on ``close``; ``close`` is idempotent.
+
+    Per-run holds support resume without gap or duplicate: while a run is held its live
+    events are buffered; ``release(run_id, after_seq)`` then sends those with a greater seq.
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        transport: Transport,
+        *,
+        kind: str = "ws",
+        run_filter: str | None = None,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        max_buffered_messages: int = DEFAULT_MAX_BUFFERED_MESSAGES,
+        on_slow_consumer: Callable[[Connection], None] | None = None,
+        on_sent: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.kind = kind
+        self.run_filter = run_filter
+        self._transport = transport
+        self._max_bytes = max_buffered_bytes
+        self._max_messages = max_buffered_messages
+        self._on_slow = on_slow_consumer
+        self._on_sent = on_sent
+        self._queue: deque[tuple[bytes, Event | None]] = deque()
+        self._buffered = 0
+        self._wakeup = asyncio.Event()
+        self._holds: dict[str, list[tuple[Event, bytes]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self.state = ConnectionState.OPEN
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffered
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def offer_event(self, event: Event, payload: bytes) -> bool:
+        """Queue one event (already serialized) unless this connection filters it out."""
+        if self.run_filter is not None and event.run_id != self.run_filter:
+            return False
+        held = self._holds.get(event.run_id)
+        if held is not None:
+            held.append((event, payload))
+            return True
+        return self._enqueue(payload, event)
+
+    def offer(self, payload: bytes) -> bool:
+        """Queue a control message (ready, pong, error...)."""
+        return self._enqueue(payload, None)
+
+    def _enqueue(self, payload: bytes, event: Event | None) -> bool:
+        if self.state is not ConnectionState.OPEN:
+            return False
+        if (
+            self._buffered + len(payload) > self._max_bytes
+            or len(self._queue) >= self._max_messages
+        ):
+            self._slow_consumer()
+            return False
+        self._queue.append((payload, event))
+        self._buffered += len(payload)
+        self._wakeup.set()
+        return True
+
+    def hold(self, run_id: str) -> None:
+        """Buffer ``run_id``'s live events until :meth:`release` (used while replaying)."""
+        self._holds.setdefault(run_id, [])
+
+    def release(self, run_id: str, after_seq: int) -> None:
+        """Send the held live events of ``run_id`` with ``seq > after_seq``, then go live."""
+        for event, payload in self._holds.pop(run_id, []):
+            if event.seq > after_seq:
+                self._enqueue(payload, event)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _slow_consumer(self) -> None:
+        log.info("closing slow consumer", extra={"user_id": self.user_id})
+        if self._on_slow is not None:
+            self._on_slow(self)
+        self._begin_close(CLOSE_TRY_AGAIN_LATER, "slow consumer: resume from your last seq")
+
+    def _begin_close(self, code: int, reason: str) -> None:
+        if self.state is not ConnectionState.OPEN:
+            return
+        self.state = ConnectionState.CLOSING
+        self.close_code = code
+        self._queue.clear()
+        self._buffered = 0
+        self._holds.clear()
+        asyncio.get_running_loop().create_task(self._close_transport(code, reason))
+
+    async def _close_transport(self, code: int, reason: str) -> None:
+        try:
+            await self._transport.close(code, reason)
+        except Exception:  # the peer may be gone already; closing is best effort
+            log.debug("transport close failed", exc_info=True)
+        finally:
+            self.state = ConnectionState.CLOSED
+            self._wakeup.set()
+            self.closed.set()
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close with ``code`` (idempotent) and wait until the transport is closed."""
+        self._begin_close(code, reason)
+        await self.closed.wait()
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    def mark_closed(self) -> None:
+        """The peer went away: drop everything queued without writing it."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSED
+        self._queue.clear()
+        self._buffered = 0
+        self._holds.clear()
+        self._wakeup.set()
+        self.closed.set()
+
+    async def _write_loop(self) -> None:
+        try:
+            while self.state is ConnectionState.OPEN:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                payload, event = self._queue[0]
+                await self._transport.send(payload)
+                # Counted until written: the bound covers the frame in flight too.
+                if self._queue and self._queue[0][0] is payload:
+                    self._queue.popleft()
+                    self._buffered -= len(payload)
+                if event is not None and self._on_sent is not None:
+                    self._on_sent(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("connection send failed; closing", exc_info=True)
+            self.mark_closed()

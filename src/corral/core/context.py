@@ -1,0 +1,135 @@
+"""The frozen, validated identity of one request: who, which thread, which run."""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from corral.errors import ContextDepthError, ContextError
+
+MAX_ID_LENGTH = 128
+MAX_DEPTH = 10
+
+# Values that show an id was never really set: a defaulted variable, a fixture, a sentinel.
+PLACEHOLDER_IDS = frozenset(
+    {
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "registry",
+        "placeholder",
+        "default",
+        "test",
+        "mock",
+        "example",
+        "dummy",
+        "fake",
+        "sample",
+        "temp",
+        "tmp",
+        "unknown",
+        "anonymous",
+        "system",
+        "todo",
+        "xxx",
+        "changeme",
+        "0",
+        "-1",
+        "nan",
+        "false",
+        "true",
+        "user",
+        "user_id",
+        "thread_id",
+        "run_id",
+        "request_id",
+        "id",
+    }
+)
+
+
+def new_id(prefix: str) -> str:
+    """An unguessable id: ``prefix`` + 128 random bits in URL-safe base64."""
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+def validate_id(field_name: str, value: object) -> str:
+    """Return ``value`` if it is an acceptable id, else raise :class:`ContextError` naming it."""
+    if not isinstance(value, str):
+        raise ContextError(field_name, f"expected a string, got {type(value).__name__}")
+    if not value or not value.strip():
+        raise ContextError(field_name, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ContextError(field_name, f"longer than {MAX_ID_LENGTH} characters")
+    if value != value.strip():
+        raise ContextError(field_name, "has leading or trailing white space")
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0 for ch in value):
+        raise ContextError(field_name, "contains control characters")
+    if value.lower() in PLACEHOLDER_IDS:
+        raise ContextError(field_name, f"{value!r} is a placeholder, not a real id")
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only deep copy: mappings become MappingProxyType, lists and sets become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(_freeze(v) for v in value)
+    return copy.deepcopy(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserExecutionContext:
+    """Who a piece of work is done for. Immutable; pass it explicitly to whatever acts for a user.
+
+    Ids are validated on construction (see :func:`validate_id`); ``metadata`` is deep-copied
+    into read-only mappings and tuples so that no caller can change it afterwards.
+    """
+
+    user_id: str
+    thread_id: str
+    run_id: str
+    request_id: str = field(default_factory=lambda: new_id("req"))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    depth: int = 0
+    parent_request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("user_id", "thread_id", "run_id", "request_id"):
+            validate_id(name, getattr(self, name))
+        if self.parent_request_id is not None:
+            validate_id("parent_request_id", self.parent_request_id)
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth < 0:
+            raise ContextError("depth", "expected a non-negative integer")
+        if self.depth > MAX_DEPTH:
+            raise ContextDepthError("depth", f"deeper than {MAX_DEPTH} nested sub-agents")
+        if not isinstance(self.metadata, Mapping):
+            raise ContextError("metadata", f"expected a mapping, got {type(self.metadata)}")
+        object.__setattr__(self, "metadata", _freeze(self.metadata))
+
+    def child(self, **metadata: Any) -> UserExecutionContext:
+        """A context for a sub-agent: same user, thread and run; new request id; depth + 1.
+
+        Raises :class:`ContextDepthError` past :data:`MAX_DEPTH`.
+        """
+        if self.depth + 1 > MAX_DEPTH:
+            raise ContextDepthError("depth", f"deeper than {MAX_DEPTH} nested sub-agents")
+        merged = {**self.metadata, **metadata}
+        return UserExecutionContext(
+            user_id=self.user_id,
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            metadata=merged,
+            depth=self.depth + 1,
+            parent_request_id=self.request_id,
+        )

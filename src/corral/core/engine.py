@@ -1,0 +1,316 @@
+"""One run of one agent for one context: the run state machine and the agent's handle on it."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from corral.core.context import UserExecutionContext
+from corral.core.events import (
+    Event,
+    EventType,
+    RunStatus,
+    dumps,
+    redact,
+    redact_text,
+    terminal_status,
+)
+from corral.core.registry import AgentRegistry, AgentSpec
+from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
+from corral.errors import AgentFailed, IllegalTransition, ToolCallError, UnknownAgentError
+
+log = logging.getLogger("corral.engine")
+
+DEFAULT_HISTORY_LIMIT = 256
+
+
+class EventSink(Protocol):
+    """Where an engine's events go (store, then bus; or straight to a bus in tests).
+
+    Contract: ``emit`` accepts the event — fixing its place in the run's order — before its
+    first suspension point, and a caller cancelled while awaiting it loses nothing: the event
+    is still stored and delivered. Awaiting it gives backpressure (e.g. until committed).
+    """
+
+    def emit(self, event: Event) -> Awaitable[None]: ...
+
+
+class EngineState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    status: RunStatus
+    output: Any = None
+    error: dict[str, str] | None = None
+
+
+class RunContext:
+    """What an agent function receives: its identity, event helpers, tools and deadline.
+
+    Everything reachable from here belongs to the one run it was made for.
+    """
+
+    __slots__ = ("_engine", "context", "tools")
+
+    def __init__(self, engine: IsolatedExecutionEngine) -> None:
+        self._engine = engine
+        self.context: UserExecutionContext = engine.context
+        self.tools: UnifiedToolExecutionEngine = engine.tools
+
+    @property
+    def user_id(self) -> str:
+        return self.context.user_id
+
+    @property
+    def thread_id(self) -> str:
+        return self.context.thread_id
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+    @property
+    def deadline(self) -> float | None:
+        """The run's deadline on the event loop's clock (``loop.time()``), or None."""
+        return self._engine.deadline
+
+    def remaining_s(self) -> float | None:
+        deadline = self._engine.deadline
+        return None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._engine.cancel_reason is not None
+
+    async def think(
+        self, text: str, *, step: int | None = None, total_steps: int | None = None
+    ) -> None:
+        """Emit ``agent_thinking``: progress a person can read."""
+        data: dict[str, Any] = {"text": str(text)}
+        if step is not None:
+            data["step"] = int(step)
+        if total_steps is not None:
+            data["total_steps"] = int(total_steps)
+        await self._engine.emit(EventType.AGENT_THINKING, data)
+
+    async def update(self, kind: str, **data: Any) -> None:
+        """Emit ``agent_update`` with ``{"kind": kind, **data}`` (partial output, deltas...)."""
+        await self._engine.emit(EventType.AGENT_UPDATE, {"kind": str(kind), **data})
+
+
+class IsolatedExecutionEngine:
+    """Runs one agent for one context and emits its events with ``seq`` 1, 2, 3...
+
+    Made by :class:`~corral.core.factory.ExecutionEngineFactory` for each run; never reused.
+    ``run`` emits ``agent_started``, runs the agent, and ends with exactly one terminal event.
+    ``cancel`` may be called from any task at any time and is idempotent. The engine keeps a
+    bounded history of its own events (``history``) and shares no mutable object with others.
+    """
+
+    def __init__(
+        self,
+        context: UserExecutionContext,
+        registry: AgentRegistry,
+        sink: EventSink,
+        *,
+        timeout_s: float | None = None,
+        tool_timeout_s: float | None = None,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> None:
+        self.context = context
+        self._registry = registry
+        self._sink = sink
+        self._timeout_s = timeout_s
+        self._seq = 0
+        self._state = EngineState.CREATED
+        self._terminal_sent = False
+        self._open_calls: set[str] = set()
+        self.history: deque[Event] = deque(maxlen=history_limit)
+        self.cancel_reason: str | None = None
+        self.deadline: float | None = None
+        self._agent_task: asyncio.Task[Any] | None = None
+        tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
+        self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    # -- events -------------------------------------------------------------------------------
+
+    def emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
+        """Number and hand one event to the sink (lifecycle rules of contract §4 enforced).
+
+        Synchronous up to the sink's acceptance, so events keep the order of the calls even
+        when several tasks of one agent emit at once.
+        """
+        if self._terminal_sent:
+            raise IllegalTransition("run events", "no event after the terminal one", type_.value)
+        if self._seq == 0 and type_ is not EventType.AGENT_STARTED and not type_.terminal:
+            raise IllegalTransition("first event", "agent_started", type_.value)
+        if type_ is EventType.TOOL_EXECUTING:
+            self._open_calls.add(data["call_id"])
+        elif type_ is EventType.TOOL_COMPLETED:
+            self._open_calls.discard(data["call_id"])
+        elif type_.terminal:
+            self._terminal_sent = True
+        self._seq += 1
+        event = Event(
+            type=type_,
+            run_id=self.context.run_id,
+            thread_id=self.context.thread_id,
+            seq=self._seq,
+            data=data,
+            user_id=self.context.user_id,
+        )
+        self.history.append(event)
+        return self._sink.emit(event)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Ask the run to stop; idempotent. Before ``run`` it makes the run end at once."""
+        if self.cancel_reason is not None or self._state is EngineState.FINISHED:
+            return
+        self.cancel_reason = reason
+        if self._agent_task is not None and not self._agent_task.done():
+            self._agent_task.cancel()
+
+    async def run(self, agent: str, input: Any) -> RunOutcome:
+        """Execute ``agent`` with ``input`` to its one terminal event; returns the outcome.
+
+        A run cancelled before it started emits only ``agent_cancelled``. If the task calling
+        ``run`` is itself cancelled (shutdown), the agent is stopped, the run ends with
+        ``agent_error`` of type ``interrupted``, and the cancellation propagates.
+        """
+        if self._state is not EngineState.CREATED:
+            raise IllegalTransition("engine.run", EngineState.CREATED.value, self._state.value)
+        self._state = EngineState.RUNNING
+        try:
+            return await self._run(agent, input)
+        finally:
+            self._state = EngineState.FINISHED
+
+    async def _run(self, agent: str, input: Any) -> RunOutcome:
+        if self.cancel_reason is not None:
+            await self._finish(EventType.AGENT_CANCELLED, {"reason": self.cancel_reason})
+            return RunOutcome(RunStatus.CANCELLED)
+        started = time.perf_counter()
+        await self.emit(EventType.AGENT_STARTED, {"agent": agent})
+        try:
+            spec = self._registry.get_agent(agent)
+            parsed = spec.input_model.model_validate(input)
+        except UnknownAgentError as exc:
+            return await self._fail("unknown_agent", str(exc), started)
+        except ValidationError as exc:
+            return await self._fail("validation_error", _short(exc), started)
+        timeout_s = self._timeout_s if self._timeout_s is not None else spec.timeout_s
+        loop = asyncio.get_running_loop()
+        self.deadline = None if timeout_s is None else loop.time() + timeout_s
+        self._agent_task = loop.create_task(self._call_agent(spec, parsed))
+        if self.cancel_reason is not None:  # cancelled while agent_started was being stored
+            self._agent_task.cancel()
+        try:
+            done, _ = await asyncio.wait({self._agent_task}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            await self._stop_agent()
+            await _emit_even_if_cancelled(
+                self._finish_error("interrupted", "the server stopped during the run", started)
+            )
+            raise
+        if not done:
+            await self._stop_agent()
+            if self.cancel_reason is None:
+                msg = f"the run did not finish within its {timeout_s:g} s timeout"
+                return await self._fail("timeout", msg, started)
+        return await self._settle(started)
+
+    async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
+        return await spec.func(RunContext(self), parsed)
+
+    async def _stop_agent(self) -> None:
+        task = self._agent_task
+        assert task is not None
+        task.cancel()
+        await asyncio.wait({task})
+
+    async def _settle(self, started: float) -> RunOutcome:
+        task = self._agent_task
+        assert task is not None
+        if task.cancelled():
+            reason = self.cancel_reason or "cancelled"
+            await self._finish(EventType.AGENT_CANCELLED, {"reason": reason})
+            return RunOutcome(RunStatus.CANCELLED)
+        exc = task.exception()
+        if exc is None:
+            try:
+                output = redact(_plain_json(task.result()))
+            except TypeError as err:
+                return await self._fail("invalid_output", str(err), started)
+            duration = _ms(started)
+            await self._finish(
+                EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
+            )
+            return RunOutcome(RunStatus.SUCCEEDED, output=output)
+        if self.cancel_reason is not None:
+            # The agent swallowed or translated the cancellation; the user's intent wins.
+            await self._finish(EventType.AGENT_CANCELLED, {"reason": self.cancel_reason})
+            return RunOutcome(RunStatus.CANCELLED)
+        if isinstance(exc, AgentFailed):
+            return await self._fail(exc.error_type, exc.message, started)
+        if isinstance(exc, ToolCallError):
+            return await self._fail("tool_error", str(exc), started)
+        log.warning(
+            "agent raised %s",
+            type(exc).__name__,
+            extra={"user_id": self.context.user_id, "run_id": self.context.run_id},
+        )
+        return await self._fail("agent_error", f"{type(exc).__name__}: {exc}", started)
+
+    async def _fail(self, type_: str, message: str, started: float) -> RunOutcome:
+        return await self._finish_error(type_, message, started)
+
+    async def _finish_error(self, type_: str, message: str, started: float) -> RunOutcome:
+        error = {"type": type_, "message": redact_text(message)[:2000]}
+        await self._finish(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
+        return RunOutcome(terminal_status(EventType.AGENT_ERROR, {"error": error}), error=error)
+
+    async def _finish(self, type_: EventType, data: dict[str, Any]) -> None:
+        await self.emit(type_, data)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _plain_json(value: Any) -> Any:
+    from corral.core.events import loads
+
+    try:
+        return loads(dumps(value))
+    except TypeError as exc:
+        raise TypeError(f"the agent returned a value that is not JSON: {exc}") from None
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(input)"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid input: " + "; ".join(parts)

@@ -1,0 +1,161 @@
+"""Tool calls for one run: validated, time-limited, redacted, always a complete event pair."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from corral.core.context import UserExecutionContext
+from corral.core.events import EventType, redact, redact_text
+from corral.core.registry import AgentRegistry
+from corral.errors import ToolCallError, UnknownToolError
+
+DEFAULT_TOOL_TIMEOUT_S = 60.0
+
+EmitFunc = Callable[[EventType, dict[str, Any]], Awaitable[None]]
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class UnifiedToolExecutionEngine:
+    """Runs tools for one :class:`UserExecutionContext`.
+
+    Every call emits ``tool_executing`` and then exactly one ``tool_completed`` — on success,
+    bad arguments, an unknown tool, an exception (status ``error``), the tool's timeout (status
+    ``timeout``) and cancellation of the run (status ``error``, then the cancellation goes on).
+    Not shared between runs: ``call_id`` values are unique within this engine's run.
+    """
+
+    def __init__(
+        self,
+        context: UserExecutionContext,
+        registry: AgentRegistry,
+        emit: EmitFunc,
+        *,
+        default_timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+    ) -> None:
+        self.context = context
+        self._registry = registry
+        self._emit = emit
+        self._default_timeout_s = default_timeout_s
+        self._call_numbers = itertools.count(1)
+
+    async def call(self, tool: str, /, **args: Any) -> Any:
+        """Run ``tool`` with ``args`` and return its (redacted) result.
+
+        Raises :class:`ToolCallError` when the call ends in ``error`` or ``timeout``; the event
+        pair has been emitted by then. Cancellation: the ``tool_completed`` event is emitted
+        before :class:`asyncio.CancelledError` propagates.
+        """
+        call_id = f"call_{next(self._call_numbers)}"
+        tool_name = tool if isinstance(tool, str) else repr(tool)
+        await self._emit(
+            EventType.TOOL_EXECUTING,
+            {"call_id": call_id, "tool": tool_name, "args": redact(_jsonable_or_repr(args))},
+        )
+        started = time.perf_counter()
+        status, result, error = "error", None, None
+        cancelled = False
+        try:
+            status, result, error = await self._invoke(tool_name, args)
+        except asyncio.CancelledError:
+            cancelled = True
+            status, error = "error", {"type": "cancelled", "message": "the run was cancelled"}
+            raise
+        finally:
+            data: dict[str, Any] = {"call_id": call_id, "tool": tool_name, "status": status}
+            if status == "success":
+                data["result"] = result
+            else:
+                data["error"] = error
+            data["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            completed = self._emit(EventType.TOOL_COMPLETED, data)
+            if cancelled:
+                await _emit_even_if_cancelled(completed)
+            else:
+                await completed
+        if status != "success":
+            assert error is not None
+            raise ToolCallError(tool_name, status, error["message"])
+        return result
+
+    async def _invoke(
+        self, tool: str, args: dict[str, Any]
+    ) -> tuple[str, Any, dict[str, str] | None]:
+        try:
+            spec = self._registry.get_tool(tool)
+        except UnknownToolError as exc:
+            return "error", None, {"type": "unknown_tool", "message": str(exc)}
+        try:
+            params = spec.params_model.model_validate(args)
+        except ValidationError as exc:
+            message = f"invalid arguments for {tool}: {_validation_message(exc)}"
+            return "error", None, {"type": "invalid_args", "message": redact_text(message)}
+        timeout_s = spec.timeout_s if spec.timeout_s is not None else self._default_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                raw = await spec.func(**dict(params))
+        except TimeoutError:
+            return (
+                "timeout",
+                None,
+                {
+                    "type": "timeout",
+                    "message": f"{tool} did not finish within {timeout_s:g} s",
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = redact_text(f"{type(exc).__name__}: {exc}")
+            return "error", None, {"type": "tool_error", "message": message}
+        try:
+            return "success", redact(_jsonable(raw)), None
+        except TypeError as exc:
+            return "error", None, {"type": "invalid_result", "message": str(exc)}
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through the serializer so events hold plain JSON values only."""
+    try:
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError as exc:
+        raise TypeError(f"not JSON-serializable: {exc}") from None
+
+
+def _jsonable_or_repr(value: dict[str, Any]) -> Any:
+    try:
+        return _jsonable(value)
+    except TypeError:
+        return {k: repr(v) for k, v in value.items()}
+
+
+async def _emit_even_if_cancelled(awaitable: Awaitable[Any]) -> None:
+    """Finish an emit although the surrounding task is being cancelled.
+
+    The emit runs in its own task and is awaited through :func:`asyncio.shield`; a second
+    cancellation arriving meanwhile is re-raised only after the emit completed, so the event
+    pair is never left half-written.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError

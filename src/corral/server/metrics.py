@@ -1,0 +1,67 @@
+"""Prometheus metrics in a registry owned by one app (never the process-global default)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from corral.core.events import Event, EventType, terminal_status
+
+
+class Metrics:
+    """Every ``corral_*`` metric of one app. Created by the app's lifespan."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs_started = Counter(
+            "corral_runs_started", "Runs that began executing (agent_started).", registry=r
+        )
+        self.runs_submitted = Counter(
+            "corral_runs_submitted", "Runs accepted by the API.", ["via"], registry=r
+        )
+        self.runs_finished = Counter(
+            "corral_runs_finished", "Runs that ended, by final status.", ["status"], registry=r
+        )
+        self.runs_running = Gauge("corral_runs_running", "Runs executing now.", registry=r)
+        self.runs_queued = Gauge("corral_runs_queued", "Runs waiting for a slot.", registry=r)
+        self.events = Counter(
+            "corral_events_stored", "Events stored, by type.", ["type"], registry=r
+        )
+        self.connections = Gauge(
+            "corral_connections", "Open event connections, by kind.", ["kind"], registry=r
+        )
+        self.delivery_latency = Histogram(
+            "corral_event_delivery_seconds",
+            "From an event's emission to its write to a socket.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.slow_consumers = Counter(
+            "corral_slow_consumer_closes", "Connections closed with 1013.", registry=r
+        )
+        self.security_violations = Counter(
+            "corral_security_violations",
+            "Events refused because they belonged to another user.",
+            registry=r,
+        )
+        self.stale_runs = Gauge(
+            "corral_stale_runs", "Running runs with no event for 30 s.", registry=r
+        )
+        self.stuck_tools = Gauge("corral_stuck_tools", "Tool calls running past 60 s.", registry=r)
+        self.unpaired_tools = Gauge(
+            "corral_unpaired_tool_events", "tool_executing never completed (total).", registry=r
+        )
+        self.http_errors = Counter(
+            "corral_http_errors", "Error answers, by code.", ["code"], registry=r
+        )
+
+    def observe_committed(self, events: list[Event]) -> None:
+        for ev in events:
+            self.events.labels(ev.type.value).inc()
+            if ev.type is EventType.AGENT_STARTED:
+                self.runs_started.inc()
+            elif ev.terminal:
+                self.runs_finished.labels(terminal_status(ev.type, ev.data).value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,75 @@
+"""``corral serve``: uvicorn with corral's socket settings and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from corral import logs
+from corral.core.registry import AgentRegistry
+from corral.server.app import create_app
+from corral.settings import Settings
+
+log = logging.getLogger("corral.server")
+
+
+class CorralServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: close sockets with 1001 and let runs finish, then stop uvicorn."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.loaded_app
+        runtime = getattr(getattr(_unwrap(app), "state", None), "runtime", None)
+        if runtime is not None:
+            log.info("shutting down: closing sockets, letting runs finish")
+            await runtime.begin_shutdown()
+        await super().shutdown(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    # One machine-readable line: tests and scripts read the port from it.
+                    print(f"corral listening on http://{_fmt(host)}:{port}", flush=True)
+
+
+def _fmt(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _unwrap(app: object) -> object:
+    while hasattr(app, "app") and not hasattr(app, "state"):
+        app = app.app
+    return app
+
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_interval_s,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def run_server(settings: Settings, registry: AgentRegistry | None = None) -> None:
+    logs.configure(settings.log_level, settings.log_json)
+    app = create_app(settings, registry)
+    server = CorralServer(uvicorn_config(settings, app))
+    server.run()
+    if not server.started:
+        sys.exit(1)

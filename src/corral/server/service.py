@@ -1,0 +1,193 @@
+"""Starting and cancelling runs for the HTTP and WebSocket front doors alike."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from corral.core.context import UserExecutionContext, new_id
+from corral.core.factory import EngineLease, ExecutionEngineFactory
+from corral.core.registry import AgentRegistry
+from corral.errors import QueueFullError, StoreError, UnknownAgentError
+from corral.server.errors import (
+    NOT_FOUND_RUN,
+    NOT_FOUND_THREAD,
+    ApiError,
+    validation_error,
+)
+from corral.store.runs import IdempotencyConflict, RunRecord, RunStore, ThreadNotFound
+from corral.store.writer import EventWriter
+
+log = logging.getLogger("corral.runs")
+
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+class RunRequest(BaseModel):
+    """Body of ``POST /v1/runs`` (and of a WebSocket ``start_run``, minus ``type``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=64)
+    input: dict[str, JsonValue] = Field(default_factory=dict)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=160)
+    multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+
+
+class RunService:
+    """Admits, starts, tracks and cancels this process's runs.
+
+    One per app. ``_tasks`` holds the task of each run this process executes, removed when
+    the run ends, so it is as large as the work in progress — and it is never consulted to
+    decide *whose* run something is: ownership is always checked against the store.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        factory: ExecutionEngineFactory,
+        writer: EventWriter,
+        registry: AgentRegistry,
+    ) -> None:
+        self.store = store
+        self.factory = factory
+        self.writer = writer
+        self.registry = registry
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    async def start(
+        self, user_id: str, request: RunRequest, idempotency_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Validate, admit and start one run. Returns (run, created) — created is False when
+        an ``Idempotency-Key`` replay returned the earlier run. Raises :class:`ApiError`."""
+        if not self.accepting:
+            raise ApiError("unavailable", "the server is shutting down; retry on another node")
+        try:
+            spec = self.registry.get_agent(request.agent)
+        except UnknownAgentError:
+            raise ApiError(
+                "not_found", f"no agent named {request.agent!r}; GET /v1/agents lists them"
+            ) from None
+        try:
+            spec.input_model.model_validate(request.input)
+        except ValidationError as exc:
+            raise validation_error(exc, ("input",), f"the input of {spec.name}") from None
+        idempotency = None
+        if idempotency_key is not None:
+            digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+            idempotency = (idempotency_key, digest)
+        thread_id = request.thread_id
+        if thread_id is not None and request.multitask != "enqueue":
+            unfinished = await self._unfinished(user_id, thread_id)
+            if unfinished and request.multitask == "reject":
+                raise ApiError(
+                    "conflict",
+                    "this thread has an unfinished run; wait for it, cancel it, or send "
+                    "multitask=enqueue or interrupt",
+                )
+            for run_id in unfinished:
+                self.factory.cancel(user_id, run_id, "interrupted by a newer run on the thread")
+        run_id = new_id("run")
+        context = UserExecutionContext(
+            user_id=user_id, thread_id=thread_id or new_id("thread"), run_id=run_id
+        )
+        try:
+            lease = self.factory.engine_for(context, self.writer, timeout_s=request.timeout_s)
+        except QueueFullError as exc:
+            raise ApiError(
+                "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
+            ) from None
+        try:
+            record, created = await self.store.create_run(
+                user_id=user_id,
+                run_id=run_id,
+                agent=spec.name,
+                input=request.input,
+                thread_id=context.thread_id,
+                new_thread=thread_id is None,
+                timeout_s=request.timeout_s,
+                idempotency=idempotency,
+            )
+        except ThreadNotFound:
+            lease.abandon()
+            raise ApiError("not_found", NOT_FOUND_THREAD) from None
+        except IdempotencyConflict:
+            lease.abandon()
+            raise ApiError(
+                "conflict",
+                "this Idempotency-Key was used with a different request; use a new key",
+            ) from None
+        except StoreError as exc:
+            lease.abandon()
+            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
+        except Exception:
+            lease.abandon()
+            raise
+        if not created:
+            lease.abandon()
+            return record, False
+        task = asyncio.get_running_loop().create_task(
+            self._execute(lease, spec.name, request.input), name=f"run {run_id}"
+        )
+        self._tasks[run_id] = task
+        task.add_done_callback(self._forget)
+        return record, True
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task.get_name().removeprefix("run "), None)
+
+    async def _unfinished(self, user_id: str, thread_id: str) -> list[str]:
+        try:
+            return await self.store.unfinished_runs_of_thread(user_id, thread_id)
+        except Exception as exc:
+            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
+
+    async def _execute(self, lease: EngineLease, agent: str, input: dict[str, Any]) -> None:
+        context = lease.engine.context
+        try:
+            async with lease as engine:
+                await engine.run(agent, input)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "run could not complete",
+                extra={"user_id": context.user_id, "run_id": context.run_id},
+            )
+
+    async def cancel(self, user_id: str, run_id: str) -> RunRecord:
+        """Cancel the caller's run; 404 for a run that is not theirs, 409 once finished."""
+        record = await self.store.get_run(user_id, run_id)
+        if record is None:
+            raise ApiError("not_found", NOT_FOUND_RUN)
+        if record.finished:
+            raise ApiError("conflict", f"the run has already finished ({record.status})")
+        if self.factory.cancel(user_id, run_id):
+            task = self._tasks.get(run_id)
+            if task is not None:
+                # Usually the run ends within milliseconds; answer with its final state then.
+                await asyncio.wait({task}, timeout=2.0)
+            record = await self.store.get_run(user_id, run_id) or record
+        return record
+
+    def active_runs(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting runs; give running ones ``grace_s`` to finish; interrupt the rest."""
+        self.accepting = False
+        tasks = list(self._tasks.values())
+        if tasks:
+            log.info("waiting up to %.0f s for %d run(s) to finish", grace_s, len(tasks))
+            await asyncio.wait(tasks, timeout=grace_s)
+        leftover = [t for t in self._tasks.values() if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.wait(leftover, timeout=5.0)

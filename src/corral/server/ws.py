@@ -1,0 +1,248 @@
+"""``/v1/ws``: authentication, live events of all the user's runs, and client commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from corral.core.connection import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    Connection,
+)
+from corral.core.events import dumps, loads
+from corral.core.pool import ConnectionLimitError
+from corral.server.auth import AuthError, Identity, bearer, verify_token
+from corral.server.errors import NOT_FOUND_RUN, ApiError, details_from
+from corral.server.service import RunRequest
+
+if TYPE_CHECKING:
+    from corral.server.app import Runtime
+
+log = logging.getLogger("corral.ws")
+PAGE = 1000
+
+
+class _SocketTransport:
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send({"type": "websocket.send", "text": data.decode()})
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            await self.ws.close(code, reason)
+
+
+def origin_allowed(ws: WebSocket, allowed: list[str]) -> bool:
+    """No Origin (not a browser), the same origin, or one in CORRAL_ALLOWED_ORIGINS."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    host = ws.headers.get("host", "")
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+
+
+def error_message(code: str, message: str, **extra: Any) -> bytes:
+    return dumps({"type": "error", "code": code, "message": message, **extra})
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    runtime: Runtime | None = ws.app.state.runtime
+    if runtime is None:
+        await ws.close(1013)
+        return
+    settings = runtime.settings
+    if not origin_allowed(ws, settings.allowed_origins):
+        await ws.close(CLOSE_POLICY)  # before accept: the server answers the upgrade with 403
+        return
+    await ws.accept()
+    identity = await _authenticate(ws, runtime)
+    if identity is None:
+        return
+    conn = Connection(
+        identity.user_id,
+        _SocketTransport(ws),
+        max_buffered_bytes=settings.ws_max_buffered_bytes,
+        on_slow_consumer=lambda _c: runtime.metrics.slow_consumers.inc(),
+        on_sent=None,
+    )
+    conn.offer(dumps({"type": "ready", "user_id": identity.user_id}))
+    try:
+        await runtime.bridge.attach(conn)
+    except ConnectionLimitError as exc:
+        await _refuse(ws, "rate_limited", str(exc))
+        return
+    conn.start()
+    try:
+        await _serve(ws, runtime, conn)
+    finally:
+        conn.mark_closed()
+        await runtime.bridge.detach(conn)
+        await conn.close()
+
+
+async def _refuse(ws: WebSocket, code: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(error_message(code, message).decode())
+        await ws.close(CLOSE_POLICY, message[:120])
+
+
+async def _authenticate(ws: WebSocket, runtime: Runtime) -> Identity | None:
+    """The user of the header token, or of a first ``auth`` message within the time limit."""
+    token = bearer(ws.headers.get("authorization"))
+    if token is None:
+        try:
+            async with asyncio.timeout(runtime.settings.ws_auth_timeout_s):
+                message = await ws.receive()
+        except TimeoutError:
+            await _refuse(ws, "unauthorized", 'authenticate within 10 s: send {"type": "auth"}')
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        raw = message.get("text") or message.get("bytes") or b""
+        try:
+            doc = loads(raw) if len(raw) <= runtime.settings.ws_max_message_bytes else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if (
+            not isinstance(doc, dict)
+            or doc.get("type") != "auth"
+            or not isinstance(doc.get("token"), str)
+        ):
+            await _refuse(
+                ws, "unauthorized", 'the first message must be {"type": "auth", "token": "..."}'
+            )
+            return None
+        token = doc["token"]
+    try:
+        return verify_token(runtime.secret, token)
+    except AuthError as exc:
+        await _refuse(ws, "unauthorized", str(exc))
+        return None
+
+
+async def _serve(ws: WebSocket, runtime: Runtime, conn: Connection) -> None:
+    limit = runtime.settings.ws_max_message_bytes
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        if len(raw) > limit:
+            await conn.close(CLOSE_TOO_BIG, "message over 64 KiB")
+            return
+        try:
+            doc = loads(raw)
+        except orjson.JSONDecodeError:
+            conn.offer(error_message("validation_error", "the message is not valid JSON"))
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+            conn.offer(
+                error_message("validation_error", 'a message is a JSON object with a string "type"')
+            )
+            continue
+        try:
+            await _dispatch(runtime, conn, doc)
+        except ApiError as exc:
+            extra: dict[str, Any] = {}
+            if exc.details is not None:
+                extra["details"] = exc.details
+            if "client_ref" in doc:
+                extra["client_ref"] = doc["client_ref"]
+            conn.offer(error_message(exc.code, exc.message, **extra))
+        except WebSocketDisconnect:
+            return
+        except Exception:
+            log.exception("websocket message failed", extra={"user_id": conn.user_id})
+            conn.offer(error_message("unavailable", "the server could not handle that message"))
+
+
+async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> None:
+    kind = doc["type"]
+    user_id = conn.user_id
+    if kind == "ping":
+        conn.offer(b'{"type":"pong"}')
+    elif kind == "start_run":
+        body = {k: v for k, v in doc.items() if k not in ("type", "client_ref")}
+        try:
+            request = RunRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(
+                "validation_error", "start_run is not valid", details=details_from(exc)
+            ) from None
+        record, _ = await runtime.service.start(user_id, request)
+        runtime.metrics.runs_submitted.labels("ws").inc()
+        conn.offer(
+            dumps(
+                {
+                    "type": "run_accepted",
+                    "client_ref": doc.get("client_ref"),
+                    "run": record.to_api(),
+                }
+            )
+        )
+    elif kind == "cancel_run":
+        run_id = doc.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise ApiError(
+                "validation_error",
+                "cancel_run needs a run_id",
+                details=[{"field": "run_id", "message": "required", "type": "missing"}],
+            )
+        await runtime.service.cancel(user_id, run_id)
+    elif kind == "resume":
+        await _resume(runtime, conn, doc)
+    elif kind == "auth":
+        raise ApiError("validation_error", "this connection is already authenticated")
+    else:
+        raise ApiError(
+            "validation_error",
+            f"unknown message type {kind[:40]!r}: use start_run, cancel_run, resume or ping",
+        )
+
+
+async def _resume(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> None:
+    run_id, after = doc.get("run_id"), doc.get("after", 0)
+    if not isinstance(run_id, str) or not run_id:
+        raise ApiError(
+            "validation_error",
+            "resume needs a run_id",
+            details=[{"field": "run_id", "message": "required", "type": "missing"}],
+        )
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ApiError(
+            "validation_error",
+            "resume's after must be a whole number >= 0",
+            details=[{"field": "after", "message": "must be an integer >= 0", "type": "int_type"}],
+        )
+    if await runtime.store.get_run(conn.user_id, run_id) is None:
+        raise ApiError("not_found", NOT_FOUND_RUN)
+    conn.hold(run_id)  # before reading: live events from now on wait behind the replay
+    last = after
+    try:
+        while True:
+            bodies = await runtime.store.events(conn.user_id, run_id, after=last, limit=PAGE)
+            for raw in bodies or ():
+                conn.offer(raw)
+            if bodies:
+                last = loads(bodies[-1])["seq"]
+            if not bodies or len(bodies) < PAGE:
+                break
+    finally:
+        conn.release(run_id, last)

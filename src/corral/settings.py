@@ -1,0 +1,103 @@
+"""Settings: options win over ``CORRAL_*`` environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from corral.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = ".corral"
+MIN_SECRET_BYTES = 32
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a corral process can be told (contract §1); see the README's table."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database_url: str | None = None
+    redis_url: str | None = None
+    agents: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_secret: str | None = None
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_running_per_user: int = Field(4, ge=1)
+    max_queued_per_user: int = Field(100, ge=0)
+    max_running_total: int = Field(256, ge=1)
+    max_connections_per_user: int = Field(10, ge=1)
+    run_timeout_s: float = Field(300.0, gt=0)
+    tool_timeout_s: float = Field(60.0, gt=0)
+    max_body_bytes: int = 1024 * 1024
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_buffered_bytes: int = 2 * 1024 * 1024
+    ws_ping_interval_s: float = 20.0
+    ws_auth_timeout_s: float = 10.0
+    shutdown_grace_s: float = 10.0
+    dev_tokens: bool | None = None  # None: only when bound to a loopback address
+    executor: bool = True
+    log_json: bool = False
+    log_level: str = "INFO"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+
+    @field_validator("agents", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'corral.db'}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def dev_tokens_enabled(self) -> bool:
+        return self.is_loopback if self.dev_tokens is None else self.dev_tokens
+
+
+def load_secret(settings: Settings) -> str:
+    """The JWT secret: ``CORRAL_JWT_SECRET``, else ``<data_dir>/secret`` (made once, mode 0600)."""
+    if settings.jwt_secret:
+        if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"CORRAL_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long "
+                "(HS256 keys shorter than the hash are weak); try `openssl rand -hex 32`"
+            )
+        return settings.jwt_secret
+    path = settings.data_dir / "secret"
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+        return secret
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    try:
+        os.write(fd, secret.encode())
+    finally:
+        os.close(fd)
+    return secret

@@ -1,0 +1,195 @@
+"""Group commit: events are stored in batches, then delivered — never the other way round."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from corral.core.events import Event, EventType, dumps, terminal_status
+from corral.errors import StoreError
+from corral.store.models import EventRow, RunRow
+
+log = logging.getLogger("corral.store.writer")
+
+Publish = Callable[[Event, bytes], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    payload: bytes
+    done: asyncio.Future[None]
+
+
+class EventWriter:
+    """The app's one event sink: ``emit`` → stored (one transaction per batch) → published.
+
+    ``emit`` is synchronous up to acceptance (the event's place in line is fixed when it is
+    called) and returns a future that resolves once the event is committed *and* handed to
+    the bus. A caller cancelled while waiting loses nothing: the writer still stores and
+    publishes the event. The run row follows its events in the same transaction (status,
+    ``started_at``, output or error, ``finished_at``, ``last_seq``). A failing database is
+    retried with backoff for ``retry_for_s``; after that the batch's emitters get a
+    :class:`StoreError` and nothing of the batch is published.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: Publish,
+        *,
+        max_batch: int = 1024,
+        retry_for_s: float = 10.0,
+        on_committed: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._publish = publish
+        self._max_batch = max_batch
+        self._retry_for_s = retry_for_s
+        self._on_committed = on_committed
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> EventWriter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="event-writer")
+
+    def emit(self, event: Event) -> asyncio.Future[None]:
+        if self._closing:
+            raise StoreError("the event writer is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(event, event.to_json(), done))
+        self._wakeup.set()
+        return done
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def close(self) -> None:
+        """Write what is pending, then stop (idempotent)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._pending[: self._max_batch]
+            del self._pending[: len(batch)]
+            try:
+                await self._store(batch)
+            except Exception as exc:
+                log.error("could not store %d event(s): %s", len(batch), type(exc).__name__)
+                error = StoreError(f"the database did not store the events: {exc}")
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(error)
+                        item.done.exception()  # mark retrieved: the emitter may be gone
+                continue
+            for item in batch:
+                try:
+                    await self._publish(item.event, item.payload)
+                except Exception:
+                    # Stored is what counts; subscribers catch up by resume.
+                    log.warning("publish failed", extra={"run_id": item.event.run_id})
+                if not item.done.done():
+                    item.done.set_result(None)
+            if self._on_committed is not None:
+                self._on_committed([item.event for item in batch])
+
+    async def _store(self, batch: list[_Pending]) -> None:
+        delay, waited = 0.05, 0.0
+        while True:
+            try:
+                await self._write(batch)
+                return
+            except Exception:
+                if waited >= self._retry_for_s:
+                    raise
+                log.warning("database write failed; retrying in %.2f s", delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 1.0)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        event_rows = [
+            {
+                "run_id": item.event.run_id,
+                "seq": item.event.seq,
+                "type": item.event.type.value,
+                "body": item.payload.decode(),
+            }
+            for item in batch
+        ]
+        last_seq: dict[str, int] = {}
+        started: list[dict[str, Any]] = []
+        finished: list[dict[str, Any]] = []
+        for item in batch:
+            ev = item.event
+            last_seq[ev.run_id] = max(last_seq.get(ev.run_id, 0), ev.seq)
+            if ev.type is EventType.AGENT_STARTED:
+                started.append({"b_run": ev.run_id, "b_ts": ev.ts})
+            elif ev.terminal:
+                status = terminal_status(ev.type, ev.data)
+                output = ev.data.get("output") if ev.type is EventType.AGENT_COMPLETED else None
+                error = ev.data.get("error")
+                if ev.type is EventType.AGENT_CANCELLED:
+                    error = {"type": "cancelled", "message": str(ev.data.get("reason", ""))}
+                finished.append(
+                    {
+                        "b_run": ev.run_id,
+                        "b_status": status.value,
+                        "b_output": None if output is None else dumps(output).decode(),
+                        "b_error": None if error is None else dumps(error).decode(),
+                        "b_ts": ev.ts,
+                    }
+                )
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(EventRow), event_rows)
+            await conn.execute(
+                update(RunRow)
+                .where(RunRow.run_id == bindparam("b_run"))
+                .values(last_seq=bindparam("b_seq")),
+                [{"b_run": run, "b_seq": seq} for run, seq in last_seq.items()],
+            )
+            if started:
+                await conn.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id == bindparam("b_run"))
+                    .values(status="running", started_at=bindparam("b_ts")),
+                    started,
+                )
+            if finished:
+                await conn.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id == bindparam("b_run"))
+                    .values(
+                        status=bindparam("b_status"),
+                        output=bindparam("b_output"),
+                        error=bindparam("b_error"),
+                        finished_at=bindparam("b_ts"),
+                    ),
+                    finished,
+                )

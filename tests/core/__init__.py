@@ -1,0 +1,1 @@
+"""Pure core tests: real core objects, no server, no database."""

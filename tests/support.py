@@ -1,0 +1,91 @@
+"""Helpers for tests: child-process servers, event checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.server.auth import issue_token
+
+# -- subprocess servers -----------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    secret: str
+
+    def token(self, user: str) -> str:
+        return issue_token(self.secret, user)
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> ServerProcess:
+    """``corral serve --port 0`` as a child process; returns once it listens."""
+    secret = env.pop("CORRAL_JWT_SECRET", None) or secrets.token_hex(32)
+    full_env = {**os.environ, "CORRAL_JWT_SECRET": secret, "CORRAL_DATABASE_URL": database_url,
+                "PYTHONUNBUFFERED": "1", **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", "serve", "--port", "0", "--data-dir", str(data_dir),
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("corral listening on "):
+            url = line.split(" on ", 1)[1].strip()
+            _drain(proc)
+            return ServerProcess(proc, url, data_dir, secret)
+    proc.wait(10)
+    raise RuntimeError("corral serve did not start:\n" + "".join(lines))
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    """Keep reading the child's output so it never blocks on a full pipe."""
+    def pump() -> None:
+        assert proc.stdout is not None
+        for _ in proc.stdout:
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+def check_run_events(events: list[dict[str, Any]]) -> None:
+    """Assert the contract's rules for one run's events, in the order received."""
+    assert events, "no events"
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(events) + 1)), f"seq not contiguous: {seqs}"
+    terminal = {"agent_completed", "agent_error", "agent_cancelled"}
+    types = [e["type"] for e in events]
+    assert types[-1] in terminal, f"last event is {types[-1]}"
+    assert sum(t in terminal for t in types) == 1, f"terminal events: {types}"
+    if len(events) > 1:
+        assert types[0] == "agent_started", f"first event is {types[0]}"
+    open_calls: set[str] = set()
+    for e in events:
+        if e["type"] == "tool_executing":
+            open_calls.add(e["data"]["call_id"])
+        elif e["type"] == "tool_completed":
+            open_calls.remove(e["data"]["call_id"])
+    assert not open_calls, f"tool calls never completed: {open_calls}"
