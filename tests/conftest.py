@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     pg = os.environ.get(POSTGRES_ENV)
-    return [f"corral: PostgreSQL tests {'on ' + pg if pg else 'skipped (set ' + POSTGRES_ENV + ')'}"]
+    return [
+        f"corral: PostgreSQL tests {'on ' + pg if pg else 'skipped (set ' + POSTGRES_ENV + ')'}"
+    ]
 
 
 # -- databases --------------------------------------------------------------------------------
@@ -61,8 +63,11 @@ async def postgres_database() -> AsyncIterator[str]:
     url = make_url(base)
     name = f"corral_t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(
-        host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username or "postgres",
-        password=url.password, database=url.database or "postgres",
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password,
+        database=url.database or "postgres",
     )
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

@@ -42,12 +42,29 @@ class ServerProcess:
 def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> ServerProcess:
     """``corral serve --port 0`` as a child process; returns once it listens."""
     secret = env.pop("CORRAL_JWT_SECRET", None) or secrets.token_hex(32)
-    full_env = {**os.environ, "CORRAL_JWT_SECRET": secret, "CORRAL_DATABASE_URL": database_url,
-                "PYTHONUNBUFFERED": "1", **env}
+    full_env = {
+        **os.environ,
+        "CORRAL_JWT_SECRET": secret,
+        "CORRAL_DATABASE_URL": database_url,
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "serve", "--port", "0", "--data-dir", str(data_dir),
-         *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
+        [
+            sys.executable,
+            "-m",
+            "corral.cli",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
     )
     assert proc.stdout is not None
     lines = []
@@ -63,10 +80,12 @@ def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> S
 
 def _drain(proc: subprocess.Popen[str]) -> None:
     """Keep reading the child's output so it never blocks on a full pipe."""
+
     def pump() -> None:
         assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
+        with proc.stdout:
+            for _ in proc.stdout:
+                pass
 
     threading.Thread(target=pump, daemon=True).start()
 

@@ -14,7 +14,8 @@ import ast
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 MAX_EXPRESSION_LENGTH = 256
 MAX_EXPONENT = 10_000
@@ -28,20 +29,24 @@ MAX_SAFE_INTEGER = 2**53
 
 Number = int | float
 
-_BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {
-    ast.UAdd: operator.pos,
-    ast.USub: operator.neg,
-}
-_SYMBOLS = {"×": "*", "÷": "/", "−": "-", "^": "**"}  # noqa: RUF001 - the point is to map them
+_BINARY: Mapping[type[ast.operator], Callable[[Number, Number], Number]] = MappingProxyType(
+    {
+        ast.Add: operator.add,
+        ast.Sub: operator.sub,
+        ast.Mult: operator.mul,
+        ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv,
+        ast.Mod: operator.mod,
+        ast.Pow: operator.pow,
+    }
+)
+_UNARY: Mapping[type[ast.unaryop], Callable[[Number], Number]] = MappingProxyType(
+    {
+        ast.UAdd: operator.pos,
+        ast.USub: operator.neg,
+    }
+)
+_SYMBOLS = MappingProxyType({"×": "*", "÷": "/", "−": "-", "^": "**"})  # noqa: RUF001 - the point is to map them
 _REFUSED: tuple[tuple[type[ast.AST], str], ...] = (
     (ast.Name, "names and variables are not allowed"),
     (ast.Call, "function calls are not allowed"),

@@ -7,6 +7,7 @@ named by many aliases (``km``, ``kilometre``, ``kilometers``…), matched case-i
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -104,6 +105,8 @@ def lookup_unit(name: str) -> Unit:
 def convert(value: float, from_unit: str, to_unit: str) -> float:
     """``value`` in ``from_unit`` expressed in ``to_unit``; :class:`UnitError` if impossible."""
     source, target = lookup_unit(from_unit), lookup_unit(to_unit)
+    if not math.isfinite(value):
+        raise UnitError(f"the value to convert must be a finite number, got {value}")
     if source.dimension != target.dimension:
         raise UnitError(
             f"cannot convert {source.dimension} ({source.symbol}) to "

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
 
 from corral.errors import CorralError
 
-STATUS_OF = {
-    "unauthorized": 401,
-    "not_found": 404,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "validation_error": 422,
-    "rate_limited": 429,
-    "unavailable": 503,
-}
+STATUS_OF: Mapping[str, int] = MappingProxyType(
+    {
+        "unauthorized": 401,
+        "not_found": 404,
+        "conflict": 409,
+        "payload_too_large": 413,
+        "validation_error": 422,
+        "rate_limited": 429,
+        "unavailable": 503,
+    }
+)
 
 
 class ApiError(CorralError):

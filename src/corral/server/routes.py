@@ -27,13 +27,19 @@ from corral.store.runs import decode_cursor
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="`corral token USER` prints one")
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "missing, invalid or expired token"},
-    422: {"model": ErrorBody, "description": "invalid request; `details` names each field"},
-}
-RUN_404: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "no such run (or not yours)"}
-}
+
+def _responses(**extra: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI error responses: 401 and 422 everywhere, plus ``extra`` (``e404="..."``)."""
+    out: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "missing, invalid or expired token"},
+        422: {"model": ErrorBody, "description": "invalid request; `details` names each field"},
+    }
+    for key, description in extra.items():
+        out[int(key.removeprefix("e"))] = {"model": ErrorBody, "description": description}
+    return out
+
+
+RUN_404 = "no such run (or not yours)"
 
 
 def runtime_of(request: Request) -> Any:
@@ -91,7 +97,7 @@ class _IdempotencyKey(BaseModel):
     key: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 
 
-@router.get("/v1/agents", response_model=list[AgentInfo], responses=ERRORS, tags=["agents"])
+@router.get("/v1/agents", response_model=list[AgentInfo], responses=_responses(), tags=["agents"])
 async def list_agents(request: Request, user: User) -> Response:
     """The registered agents with the JSON Schema of their input."""
     registry = runtime_of(request).registry
@@ -109,17 +115,15 @@ async def list_agents(request: Request, user: User) -> Response:
     response_model=RunObject,
     tags=["runs"],
     responses={
-        **ERRORS,
+        **_responses(
+            e404="unknown agent, or thread not yours",
+            e409="multitask=reject on a busy thread, or an Idempotency-Key reused with another "
+            "body",
+            e413="body over 1 MiB",
+            e429="your queue is full (see Retry-After)",
+            e503="shutting down or database unavailable",
+        ),
         200: {"model": RunObject, "description": "an Idempotency-Key replay: the earlier run"},
-        404: {"model": ErrorBody, "description": "unknown agent, or thread not yours"},
-        409: {
-            "model": ErrorBody,
-            "description": "multitask=reject on a busy thread, or an "
-            "Idempotency-Key reused with another body",
-        },
-        413: {"model": ErrorBody, "description": "body over 1 MiB"},
-        429: {"model": ErrorBody, "description": "your queue is full (see Retry-After)"},
-        503: {"model": ErrorBody, "description": "shutting down or database unavailable"},
     },
     openapi_extra={
         "requestBody": {
@@ -151,7 +155,7 @@ async def create_run(
     return json_response(record.to_api(), 202 if created else 200)
 
 
-@router.get("/v1/runs", response_model=RunList, responses=ERRORS, tags=["runs"])
+@router.get("/v1/runs", response_model=RunList, responses=_responses(), tags=["runs"])
 async def list_runs(
     request: Request,
     user: User,
@@ -183,7 +187,7 @@ async def list_runs(
 
 
 @router.get(
-    "/v1/runs/{run_id}", response_model=RunObject, responses={**ERRORS, **RUN_404}, tags=["runs"]
+    "/v1/runs/{run_id}", response_model=RunObject, responses=_responses(e404=RUN_404), tags=["runs"]
 )
 async def get_run(request: Request, user: User, run_id: str) -> Response:
     """One of your runs."""
@@ -198,11 +202,7 @@ async def get_run(request: Request, user: User, run_id: str) -> Response:
     status_code=202,
     response_model=RunObject,
     tags=["runs"],
-    responses={
-        **ERRORS,
-        **RUN_404,
-        409: {"model": ErrorBody, "description": "the run has already finished"},
-    },
+    responses=_responses(e404=RUN_404, e409="the run has already finished"),
 )
 async def cancel_run(request: Request, user: User, run_id: str) -> Response:
     """Cancel one of your queued or running runs."""
@@ -213,7 +213,7 @@ async def cancel_run(request: Request, user: User, run_id: str) -> Response:
 @router.get(
     "/v1/runs/{run_id}/events",
     response_model=EventList,
-    responses={**ERRORS, **RUN_404},
+    responses=_responses(e404=RUN_404),
     tags=["events"],
 )
 async def list_events(
@@ -234,8 +234,7 @@ async def list_events(
     "/v1/runs/{run_id}/stream",
     tags=["events"],
     responses={
-        **ERRORS,
-        **RUN_404,
+        **_responses(e404=RUN_404),
         200: {
             "content": {"text/event-stream": {}},
             "description": "`id: <seq>`, `event: <type>`, `data: <event JSON>` per event",

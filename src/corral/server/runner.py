@@ -27,6 +27,11 @@ class CorralServer(uvicorn.Server):
             log.info("shutting down: closing sockets, letting runs finish")
             await runtime.begin_shutdown()
         await super().shutdown(sockets)
+        # uvicorn re-raises the captured signal on exit; a completed graceful shutdown is a
+        # clean exit, so corral exits 0 (systemd and supervisors read that as "stopped").
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -176,7 +176,12 @@ function isPlainObject(v) {
  * Strings are shown as they are, without JSON quotes.
  */
 function jsonBlock(value, className = '') {
-  const full = typeof value === 'string' ? value : toJson(value);
+  let full = typeof value === 'string' ? value : toJson(value);
+  if (className.includes('compact') && typeof value !== 'string') {
+    // JSON never has a raw newline inside a string, so this only joins structure.
+    const oneLine = toJson(value, 1).replace(/\n\s*/g, ' ');
+    if (oneLine.length <= 100) full = oneLine;
+  }
   const wrap = el('div', { className: `json-wrap ${className}`.trim() });
   const pre = el('pre', { className: 'json' });
   wrap.append(pre);
@@ -1620,8 +1625,8 @@ function ingestEvent(ev) {
 
   if (rs.contig < rs.maxSeq) {
     fill(rs); // a gap: ask for what is missing
-  } else if (rs.resume && isTerminal(rs.status)) {
-    rs.resume = null;
+  } else {
+    rs.resume = null; // caught up: the next gap may ask again at once
   }
 }
 

@@ -1,0 +1,55 @@
+"""The repository's own promises: lint, types, no shared mutable state, README ↔ CI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCAN = REPO.parent / "shared" / "tools" / "shared_state_scan.py"
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff_is_clean() -> None:
+    """`ruff check` reports nothing on the package and the tests."""
+    result = _run(sys.executable, "-m", "ruff", "check", "src", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    """`mypy --strict` (configured in pyproject.toml) reports nothing on the package."""
+    result = _run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not SCAN.exists(), reason=f"{SCAN} is not beside this checkout")
+def test_no_shared_mutable_state_in_the_package() -> None:
+    """The shared-state scan finds no module- or class-level mutable state."""
+    result = _run(sys.executable, str(SCAN), "src/corral")
+    last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert last.startswith("0 place"), result.stdout + result.stderr
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run ends with the exact test command the README's quickstart shows."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.S)
+    assert block, "README.md has no quickstart code block"
+    commands = [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
+    assert len(commands) == 2, f"the quickstart is exactly two commands, got {commands}"
+    ci = (REPO / ".ci" / "run").read_text()
+    assert commands[1] in ci, f"{commands[1]!r} is not in .ci/run"
+    assert "corral serve" in commands[0]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_ci_script_is_valid_bash() -> None:
+    assert _run("bash", "-n", ".ci/run").returncode == 0
