@@ -30,6 +30,7 @@ from corral import (
     WebSocketConnectionPool,
 )
 from corral.core.context import new_id
+from corral.core.factory import EngineLease
 from corral.core.events import loads
 
 WAIT_S = 10.0  # upper bound for anything a test waits on; hitting it is a failure
@@ -66,6 +67,12 @@ async def run_to_end(
 ) -> RunOutcome:
     """What a server does with one run: wait for admission, run, release the slot."""
     async with factory.engine_for(ctx, sink, **kwargs) as engine:
+        return await engine.run(agent, payload)
+
+
+async def enter_and_run(lease: EngineLease, agent: str, payload: Any) -> RunOutcome:
+    """Run a run whose place was already reserved with ``factory.engine_for``."""
+    async with lease as engine:
         return await engine.run(agent, payload)
 
 

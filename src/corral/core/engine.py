@@ -7,7 +7,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +41,10 @@ class EventSink(Protocol):
     """
 
     def emit(self, event: Event) -> Awaitable[None]: ...
+
+
+ThreadHistory = Callable[[UserExecutionContext], Awaitable[list[dict[str, Any]]]]
+"""Loads the earlier runs of a context's thread (owner-scoped), oldest first."""
 
 
 class EngineState(enum.Enum):
@@ -94,6 +98,15 @@ class RunContext:
     def cancel_requested(self) -> bool:
         return self._engine.cancel_reason is not None
 
+    async def thread_history(self) -> list[dict[str, Any]]:
+        """The earlier runs of this thread — this user's only — oldest first.
+
+        Each item is a run object (``agent``, ``input``, ``output``, ``status``...). Empty when
+        the engine was made without a history loader (plain-Python use).
+        """
+        loader = self._engine.history_loader
+        return [] if loader is None else await loader(self.context)
+
     async def think(
         self, text: str, *, step: int | None = None, total_steps: int | None = None
     ) -> None:
@@ -128,8 +141,10 @@ class IsolatedExecutionEngine:
         timeout_s: float | None = None,
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_loader: ThreadHistory | None = None,
     ) -> None:
         self.context = context
+        self.history_loader = history_loader
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s

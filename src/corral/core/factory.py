@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from corral.core.context import UserExecutionContext
-from corral.core.engine import EventSink, IsolatedExecutionEngine
+from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadHistory
 from corral.core.registry import AgentRegistry
 from corral.errors import AdmissionError, QueueFullError
 
@@ -102,10 +102,12 @@ class ExecutionEngineFactory:
         limits: Limits | None = None,
         *,
         history_limit: int = 256,
+        history_loader: ThreadHistory | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
+        self._history_loader = history_loader
         self._users: dict[str, _UserState] = {}
         self._ring: deque[str] = deque()  # users with waiting runs, in round-robin order
         self._running_total = 0
@@ -139,6 +141,7 @@ class ExecutionEngineFactory:
             timeout_s=timeout_s if timeout_s is not None else self.limits.run_timeout_s,
             tool_timeout_s=self.limits.tool_timeout_s,
             history_limit=self._history_limit,
+            history_loader=self._history_loader,
         )
         ticket = _Ticket(engine, asyncio.get_running_loop().create_future())
         user.tickets[context.run_id] = ticket

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 AgentFunc = Callable[["RunContext", Any], Awaitable[Any]]
 ToolFunc = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 
@@ -72,6 +74,7 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._agents: dict[str, AgentSpec] = {}
         self._tools: dict[str, ToolSpec] = {}
+        self._lifespans: list[Lifespan] = []
         self._frozen = False
 
     # -- registration ---------------------------------------------------------------------
@@ -171,12 +174,23 @@ class AgentRegistry:
 
         return decorate
 
+    def add_lifespan(self, lifespan: Lifespan) -> None:
+        """Run ``lifespan()`` (an async context manager) for as long as an app serves this
+        registry: for app-scoped resources of agents, such as one HTTP connection pool."""
+        self._check_open("lifespan", "lifespan")
+        self._lifespans.append(lifespan)
+
+    def lifespans(self) -> tuple[Lifespan, ...]:
+        return tuple(self._lifespans)
+
     def include(self, other: AgentRegistry) -> None:
         """Copy every agent and tool of ``other`` into this registry."""
         for tool in other.tools():
             self.add_tool(
                 tool.func, name=tool.name, description=tool.description, timeout_s=tool.timeout_s
             )
+        for lifespan in other.lifespans():
+            self.add_lifespan(lifespan)
         for spec in other.agents():
             self.add_agent(
                 spec.func,

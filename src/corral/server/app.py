@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from starlette.requests import Request
 
 from corral.core.bus import EventBus, InProcessEventBus
 from corral.core.connection import CLOSE_GOING_AWAY
+from corral.core.context import UserExecutionContext
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.events import Event, dumps
 from corral.core.factory import ExecutionEngineFactory, Limits
@@ -94,7 +96,10 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
     secret = load_secret(settings)
     registry.freeze()
     db = create_engine(settings.resolved_database_url)
+    resources = contextlib.AsyncExitStack()
     try:
+        for lifespan in registry.lifespans():
+            await resources.enter_async_context(lifespan())
         await migrate(db)
         store = RunStore(db)
         interrupted = await store.interrupt_unfinished(
@@ -121,6 +126,11 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
 
         writer = EventWriter(db, bus.publish, on_committed=committed)
         writer.start()
+
+        async def thread_history(context: UserExecutionContext) -> list[dict[str, Any]]:
+            runs = await store.thread_history(context.user_id, context.thread_id, context.run_id)
+            return [r.to_api() for r in runs]
+
         factory = ExecutionEngineFactory(
             registry,
             Limits(
@@ -130,6 +140,7 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
                 run_timeout_s=settings.run_timeout_s,
                 tool_timeout_s=settings.tool_timeout_s,
             ),
+            history_loader=thread_history,
         )
         service = RunService(store, factory, writer, registry)
         runtime = Runtime(
@@ -159,6 +170,7 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
             await store.interrupt_unfinished(message="the server shut down before the run finished")
             await bus.close()
     finally:
+        await resources.aclose()
         await db.dispose()
 
 

@@ -413,21 +413,6 @@ function hideDevSignIn() {
   $('dev-hint').hidden = false;
 }
 
-/** Find out, without signing in, whether this server hands out development tokens. */
-async function probeDevToken() {
-  try {
-    const response = await fetch('/v1/dev/token', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: '{}',
-      cache: 'no-store',
-    });
-    if (response.status === 404 || response.status === 403 || response.status === 405) hideDevSignIn();
-  } catch (_err) {
-    /* network trouble: leave the option visible, the click will tell */
-  }
-}
-
 /* ------------------------------------------------------------------ */
 /* Connection indicator                                                 */
 /* ------------------------------------------------------------------ */
@@ -1279,10 +1264,13 @@ function buildCard(rs) {
   const inputLine = el('p', { className: 'run-input' });
   const timeline = el('ol', { className: 'timeline', 'aria-label': 'Events', dataset: { empty: 'Waiting for the run to start…' } });
   const loading = el('p', { className: 'run-loading', hidden: true });
-  const answer = el('div', { className: 'answer' });
-  const answerWrap = el('section', { className: 'answer-wrap', hidden: true, 'aria-label': 'Answer' },
-    el('h4', { className: 'block-title', text: 'Answer' }), answer);
-  const body = el('div', { className: 'run-body', id: bodyId, hidden: true }, loading, timeline, answerWrap);
+  // The streamed answer is one timeline item, placed at its first delta; it is put
+  // into the timeline when the first text delta arrives.
+  const answer = el('div', { className: 'answer', 'aria-label': 'Answer' });
+  const answerTime = el('span', { className: 'ev-time' });
+  const answerWrap = el('li', { className: 'ev ev-answer' },
+    answerTime, el('span', { className: 'ev-kind', text: 'answer' }), el('div', { className: 'ev-main' }, answer));
+  const body = el('div', { className: 'run-body', id: bodyId, hidden: true }, loading, timeline);
   const output = el('div', { className: 'output' });
   const outputWrap = el('section', { className: 'output-wrap', hidden: true, 'aria-label': 'Output' },
     el('h4', { className: 'block-title', text: 'Output' }), output);
@@ -1317,7 +1305,7 @@ function buildCard(rs) {
   rs.card = card;
   rs.els = {
     toggle, agentName, runIdNode, badge, time, duration, thread, cancel,
-    inputLine, timeline, loading, answer, answerWrap, body, output, outputWrap, errorBlock,
+    inputLine, timeline, loading, answer, answerWrap, answerTime, body, output, outputWrap, errorBlock,
   };
 }
 
@@ -1699,7 +1687,12 @@ function applyEvent(rs, ev) {
       if (DELTA_KINDS.has(data.kind) && typeof data.text === 'string') {
         const span = el('span', { className: 'delta', dataset: { seq: ev.seq, type: ev.type }, text: data.text });
         insertOrdered(rs.els.answer, span, ev.seq);
-        rs.els.answerWrap.hidden = false;
+        const row = rs.els.answerWrap;
+        if (row.parentNode !== rs.els.timeline || Number(row.dataset.order) > ev.seq) {
+          insertRow(rs, row, ev.seq);
+          rs.els.answerTime.textContent = formatClock(ev.ts);
+          rs.els.answerTime.title = ev.ts || '';
+        }
         break;
       }
       const { li, main } = rowShell(ev, 'update', data.kind ? String(data.kind).replace(/_/g, ' ') : 'update');
@@ -1926,8 +1919,6 @@ function init() {
     // Coming back to a tab whose socket is waiting to reconnect: do it now.
     if (document.visibilityState === 'visible' && state.token && !state.ws && state.reconnectTimer) connect();
   });
-
-  probeDevToken();
 
   let saved = null;
   try { saved = sessionStorage.getItem(TOKEN_KEY); } catch (_err) { /* ignore */ }
