@@ -17,12 +17,40 @@ from corral.server.auth import issue_token
 # -- subprocess servers -----------------------------------------------------------------------
 
 
+class Output:
+    """The lines a child process printed, collected by a thread; waitable."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+
+    def add(self, line: str) -> None:
+        with self._cond:
+            self.lines.append(line)
+            self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """The first line containing ``text``, waiting up to ``timeout`` s for it."""
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: next((ln for ln in self.lines if text in ln), None), timeout
+            )
+        if found is None:
+            raise TimeoutError(f"no line with {text!r} within {timeout} s")
+        return found
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[str]
     url: str
     data_dir: Path
     secret: str
+    output: Output
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/v1/ws"
 
     def token(self, user: str) -> str:
         return issue_token(self.secret, user)
@@ -42,50 +70,49 @@ class ServerProcess:
 def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> ServerProcess:
     """``corral serve --port 0`` as a child process; returns once it listens."""
     secret = env.pop("CORRAL_JWT_SECRET", None) or secrets.token_hex(32)
-    full_env = {
-        **os.environ,
-        "CORRAL_JWT_SECRET": secret,
-        "CORRAL_DATABASE_URL": database_url,
-        "PYTHONUNBUFFERED": "1",
+    cmd = ["serve", "--port", "0", "--data-dir", str(data_dir), *args]
+    proc, line, output = spawn(
+        cmd,
+        "corral listening on ",
+        CORRAL_JWT_SECRET=secret,
+        CORRAL_DATABASE_URL=database_url,
         **env,
-    }
+    )
+    return ServerProcess(proc, line.split(" on ", 1)[1].strip(), data_dir, secret, output)
+
+
+def spawn(
+    args: list[str], ready_prefix: str, **env: str
+) -> tuple[subprocess.Popen[str], str, Output]:
+    """``corral ARGS`` as a child process; returns it and its line starting ``ready_prefix``."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral.cli",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            *args,
-        ],
+        [sys.executable, "-m", "corral.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=full_env,
     )
     assert proc.stdout is not None
-    lines = []
+    output = Output()
     for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("corral listening on "):
-            url = line.split(" on ", 1)[1].strip()
-            _drain(proc)
-            return ServerProcess(proc, url, data_dir, secret)
+        output.add(line)
+        if line.startswith(ready_prefix):
+            _drain(proc, output)
+            return proc, line, output
     proc.wait(10)
-    raise RuntimeError("corral serve did not start:\n" + "".join(lines))
+    proc.stdout.close()
+    raise RuntimeError(f"corral {args[0]} did not start:\n" + "".join(output.lines))
 
 
-def _drain(proc: subprocess.Popen[str]) -> None:
+def _drain(proc: subprocess.Popen[str], output: Output) -> None:
     """Keep reading the child's output so it never blocks on a full pipe."""
 
     def pump() -> None:
         assert proc.stdout is not None
         with proc.stdout:
-            for _ in proc.stdout:
-                pass
+            for line in proc.stdout:
+                output.add(line)
 
     threading.Thread(target=pump, daemon=True).start()
 

@@ -56,6 +56,13 @@ def serve(
         bool | None, typer.Option("--log-json/--log-text", help="JSON log lines.")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING…")] = None,
+    executor: Annotated[
+        bool | None,
+        typer.Option(
+            "--executor/--no-executor",
+            help="With --redis-url: also execute runs here (default), or only serve the API.",
+        ),
+    ] = None,
 ) -> None:
     """Start the HTTP, WebSocket and SSE server with the web page and an executor."""
     from corral.server.runner import run_server
@@ -69,9 +76,40 @@ def serve(
         data_dir=data_dir,
         log_json=log_json,
         log_level=log_level,
+        executor=executor,
     )
     try:
         run_server(settings)
+    except ConfigurationError as exc:
+        typer.echo(f"corral: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    database_url: Annotated[
+        str | None, typer.Option(help="postgresql+asyncpg://… (shared by the cluster)")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="redis://… (shared by the cluster)")] = None,
+    agents: Annotated[
+        list[str] | None,
+        typer.Option("--agents", help="MODULE[:ATTR] providing agents (repeatable)."),
+    ] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING…")] = None,
+) -> None:
+    """Execute runs from the cluster's queue (needs --redis-url and a PostgreSQL database)."""
+    from corral.worker_main import run_worker
+
+    settings = _settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        agents=agents,
+        log_json=log_json,
+        log_level=log_level,
+    )
+    try:
+        run_worker(settings)
     except ConfigurationError as exc:
         typer.echo(f"corral: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,6 +135,74 @@ def token(
     except (ConfigurationError, ValueError) as exc:
         typer.echo(f"corral: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Option(help="The server, e.g. http://127.0.0.1:8000.")],
+    users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 20,
+    runs_per_user: Annotated[int, typer.Option(min=1, help="Runs each user starts.")] = 2,
+    connections_per_user: Annotated[
+        int, typer.Option(min=1, help="WebSocket connections each user holds.")
+    ] = 2,
+    agent: Annotated[str, typer.Option(help="The agent to run.")] = "echo",
+    steps: Annotated[int, typer.Option(help="echo: steps per run.")] = 3,
+    delay_ms: Annotated[int, typer.Option(help="echo: milliseconds before each step.")] = 0,
+    ramp_s: Annotated[float, typer.Option(help="Spread user arrivals over this many seconds.")] = 0,
+    in_flight: Annotated[int, typer.Option(min=1, help="Runs of one user at a time.")] = 1,
+    token_secret: Annotated[
+        str | None,
+        typer.Option(help="Mint HS256 tokens with this secret (env CORRAL_JWT_SECRET)."),
+    ] = None,
+    token_command: Annotated[
+        str | None,
+        typer.Option(help="Run per user for a token, e.g. 'corral token {user}'."),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write every result to this file.")
+    ] = None,
+    server_pid: Annotated[
+        int | None, typer.Option(help="Measure this local server process's RSS.")
+    ] = None,
+    timeout_s: Annotated[float, typer.Option(help="Bound on every single wait.")] = 60.0,
+    connect_concurrency: Annotated[
+        int, typer.Option(min=1, help="WebSocket handshakes in flight at once.")
+    ] = 200,
+    http_connections: Annotated[int, typer.Option(min=1, help="HTTP connection pool size.")] = 256,
+    fail_on_errors: Annotated[
+        bool, typer.Option(help="Also exit 1 on errors (HTTP, WebSocket, timeouts).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Live progress on a terminal.")] = True,
+) -> None:
+    """Prove isolation under load: simulated users over real HTTP and WebSocket connections.
+
+    Exit status 1 on any isolation, completeness or order violation; 0 otherwise.
+    """
+    from corral.loadtest import LoadtestConfig, run_cli
+
+    try:
+        config = LoadtestConfig(
+            url=url,
+            users=users,
+            runs_per_user=runs_per_user,
+            connections_per_user=connections_per_user,
+            agent=agent,
+            steps=steps,
+            delay_ms=delay_ms,
+            ramp_s=ramp_s,
+            in_flight=in_flight,
+            token_secret=token_secret,
+            token_command=token_command,
+            server_pid=server_pid,
+            timeout_s=timeout_s,
+            connect_concurrency=connect_concurrency,
+            http_connections=http_connections,
+            fail_on_errors=fail_on_errors,
+        )
+    except ConfigurationError as exc:
+        typer.echo(f"corral: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_cli(config, json_path=json_file, progress=progress))
 
 
 def main() -> None:

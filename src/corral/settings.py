@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 10.0
     dev_tokens: bool | None = None  # None: only when bound to a loopback address
     executor: bool = True
+    lease_s: float = Field(10.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
     llm_base_url: str | None = None

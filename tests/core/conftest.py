@@ -30,8 +30,8 @@ from corral import (
     WebSocketConnectionPool,
 )
 from corral.core.context import new_id
-from corral.core.factory import EngineLease
 from corral.core.events import loads
+from corral.core.factory import EngineLease
 
 WAIT_S = 10.0  # upper bound for anything a test waits on; hitting it is a failure
 TERMINAL = frozenset({"agent_completed", "agent_error", "agent_cancelled"})
@@ -48,10 +48,10 @@ def new_ctx(user_id: str, thread_id: str | None = None) -> UserExecutionContext:
 
 
 async def wait_until(
-    predicate: Callable[[], bool], changed: asyncio.Event, timeout: float = WAIT_S
+    predicate: Callable[[], bool], changed: asyncio.Event, within_s: float = WAIT_S
 ) -> None:
     """Wait until ``predicate()`` holds, re-checking each time ``changed`` is set."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within_s):
         while not predicate():
             changed.clear()
             await changed.wait()
@@ -162,8 +162,8 @@ class RecordingTransport:
     def decoded(self) -> list[dict[str, Any]]:
         return [loads(frame) for frame in self.frames]
 
-    async def wait_for_frames(self, count: int, timeout: float = WAIT_S) -> None:
-        await wait_until(lambda: self.frame_count >= count, self.changed, timeout)
+    async def wait_for_frames(self, count: int, within_s: float = WAIT_S) -> None:
+        await wait_until(lambda: self.frame_count >= count, self.changed, within_s)
 
 
 class NeverReadsTransport:

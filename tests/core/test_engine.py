@@ -87,9 +87,7 @@ async def test_history_is_bounded(registry: AgentRegistry, sink: BusSink) -> Non
     engine = engine_for(registry, sink, history_limit=5)
     await engine.run("work", {"steps": 10})
     assert len(engine.history) == 5
-    assert [e.seq for e in engine.history] == list(
-        range(engine.last_seq - 4, engine.last_seq + 1)
-    )
+    assert [e.seq for e in engine.history] == list(range(engine.last_seq - 4, engine.last_seq + 1))
 
 
 @pytest.mark.parametrize(
@@ -178,7 +176,8 @@ async def test_unhandled_agent_exception_ends_in_redacted_agent_error(
 async def test_non_json_output_ends_in_invalid_output(signals: Signals, sink: BusSink) -> None:
     engine = engine_for(special_registry(signals), sink)
     outcome = await engine.run("not_json", {})
-    assert outcome.error is not None and outcome.error["type"] == "invalid_output"
+    assert outcome.error is not None
+    assert outcome.error["type"] == "invalid_output"
     assert_run_well_formed(sink.wire(engine.context.run_id))
 
 
@@ -220,7 +219,8 @@ async def test_run_past_its_deadline_ends_in_timeout_and_closes_open_tool(
     assert events[3]["data"]["status"] == "error"
     assert events[-1]["data"]["error"]["type"] == "timeout"
     assert outcome.status is RunStatus.TIMED_OUT
-    assert outcome.error is not None and outcome.error["type"] == "timeout"
+    assert outcome.error is not None
+    assert outcome.error["type"] == "timeout"
 
 
 async def test_cancel_mid_tool_completes_the_tool_then_cancels_the_run(

@@ -15,9 +15,7 @@ TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def make_event(type_: EventType = EventType.AGENT_THINKING, **data: Any) -> Event:
-    return Event(
-        type=type_, run_id="run_1", thread_id="thr_1", seq=3, data=data, user_id="alice"
-    )
+    return Event(type=type_, run_id="run_1", thread_id="thr_1", seq=3, data=data, user_id="alice")
 
 
 def test_ts_is_utc_with_microseconds_and_z() -> None:
@@ -75,8 +73,16 @@ def test_event_types_are_the_contract_types_with_three_terminals() -> None:
         (EventType.AGENT_COMPLETED, {"output": 1}, RunStatus.SUCCEEDED),
         (EventType.AGENT_CANCELLED, {"reason": "x"}, RunStatus.CANCELLED),
         (EventType.AGENT_ERROR, {"error": {"type": "timeout", "message": ""}}, RunStatus.TIMED_OUT),
-        (EventType.AGENT_ERROR, {"error": {"type": "agent_failed", "message": ""}}, RunStatus.FAILED),
-        (EventType.AGENT_ERROR, {"error": {"type": "interrupted", "message": ""}}, RunStatus.FAILED),
+        (
+            EventType.AGENT_ERROR,
+            {"error": {"type": "agent_failed", "message": ""}},
+            RunStatus.FAILED,
+        ),
+        (
+            EventType.AGENT_ERROR,
+            {"error": {"type": "interrupted", "message": ""}},
+            RunStatus.FAILED,
+        ),
     ],
 )
 def test_terminal_event_maps_to_run_status(

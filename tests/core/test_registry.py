@@ -99,7 +99,8 @@ def test_sync_functions_and_non_models_are_refused() -> None:
         registry.add_agent(answer, name="answer", input_model=dict)  # type: ignore[arg-type]
     with pytest.raises(RegistryError, match=r"\*args"):
         registry.add_tool(star_tool)
-    assert registry.agents() == [] and registry.tools() == []
+    assert registry.agents() == []
+    assert registry.tools() == []
 
 
 def test_tool_parameters_become_json_schema() -> None:

@@ -89,8 +89,9 @@ class ExecutionEngineFactory:
     """App-scoped maker of :class:`IsolatedExecutionEngine`, one new engine per run.
 
     Admission: at most ``max_running_per_user`` runs of a user execute at once and at most
-    ``max_queued_per_user`` wait; the ``max_running_total`` slots go round-robin between users
-    with waiting runs, so one user's backlog never delays another user's first run. Runs of
+    ``max_queued_per_user`` wait; each of the ``max_running_total`` slots goes to the waiting
+    user with the fewest runs executing (round-robin among equals), so one user's backlog
+    never delays another user's first run. Runs of
     one thread execute one after another, in submission order. Per-user bookkeeping exists
     only while the user has a run queued or running. All methods run on the event loop's
     thread; none of them blocks.
@@ -209,28 +210,43 @@ class ExecutionEngineFactory:
     # -- admission internals ------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Admit waiting runs while there is room: one per user per round, round-robin."""
+        """Admit waiting runs while there is room.
+
+        Each free slot goes to the waiting user with the fewest runs executing; ties go in ring
+        order and the served user moves to the back. A plain rotation is not enough: a slot
+        freed by a user with a backlog would go to that user's next run whenever it happened
+        to be at the front of the ring, ahead of another user's first run.
+        """
         limits = self.limits
         while self._ring and self._running_total < limits.max_running_total:
-            admitted_any = False
-            for _ in range(len(self._ring)):
-                if self._running_total >= limits.max_running_total:
-                    break
-                user_id = self._ring[0]
-                self._ring.rotate(-1)
-                user = self._users[user_id]
-                ticket = self._next_admissible(user)
-                if ticket is None:
-                    continue
-                self._withdraw(user_id, user, ticket)
-                ticket.running = True
-                user.running += 1
-                user.busy_threads.add(ticket.engine.context.thread_id)
-                self._running_total += 1
-                ticket.admitted.set_result(None)
-                admitted_any = True
-            if not admitted_any:
+            picked = self._pick()
+            if picked is None:
                 return
+            user_id, user, ticket = picked
+            self._withdraw(user_id, user, ticket)
+            if user.waiting:  # still waiting: to the back of the ring
+                self._ring.remove(user_id)
+                self._ring.append(user_id)
+            ticket.running = True
+            user.running += 1
+            user.busy_threads.add(ticket.engine.context.thread_id)
+            self._running_total += 1
+            ticket.admitted.set_result(None)
+
+    def _pick(self) -> tuple[str, _UserState, _Ticket] | None:
+        """The admissible run of the waiting user with the fewest running runs (ring order)."""
+        best: tuple[str, _UserState, _Ticket] | None = None
+        for user_id in self._ring:
+            user = self._users[user_id]
+            if best is not None and user.running >= best[1].running:
+                continue
+            ticket = self._next_admissible(user)
+            if ticket is None:
+                continue
+            best = (user_id, user, ticket)
+            if user.running == 0:  # nobody can have fewer
+                break
+        return best
 
     def _next_admissible(self, user: _UserState) -> _Ticket | None:
         if user.running >= self.limits.max_running_per_user:

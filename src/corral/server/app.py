@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -17,22 +16,21 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import Request
 
-from corral.core.bus import EventBus, InProcessEventBus
-from corral.core.connection import CLOSE_GOING_AWAY
-from corral.core.context import UserExecutionContext
+from corral.assembly import open_parts
+from corral.core.bus import EventBus
+from corral.core.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.events import Event, dumps
-from corral.core.factory import ExecutionEngineFactory, Limits
+from corral.core.factory import ExecutionEngineFactory
 from corral.core.monitor import EventMonitor
 from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
-from corral.errors import ConfigurationError
 from corral.loading import load_agents
 from corral.server.errors import ApiError, details_from
 from corral.server.metrics import Metrics
 from corral.server.service import RunService
 from corral.settings import Settings, load_secret
-from corral.store.database import create_engine, migrate, ping
+from corral.store.database import ping
 from corral.store.runs import RunStore
 from corral.store.writer import EventWriter
 
@@ -77,86 +75,61 @@ class Runtime:
         )
         await self.service.drain(self.settings.shutdown_grace_s)
 
+    def resume_everyone(self) -> None:
+        """The bus lost events on the way (Redis restarted): every client resumes from its
+        last seq — stored events are all there — by reconnecting."""
+        for conn in self.pool.all_connections():
+            asyncio.get_running_loop().create_task(
+                conn.close(CLOSE_TRY_AGAIN_LATER, "event stream interrupted; resume")
+            )
+
 
 def _default_registry(settings: Settings) -> AgentRegistry:
     return load_agents(settings.agents)
 
 
-async def _make_bus(settings: Settings) -> EventBus:
-    if settings.redis_url:
-        raise ConfigurationError(
-            "CORRAL_REDIS_URL is set, but this version of corral runs as a single node only; "
-            "unset it"
-        )
-    return InProcessEventBus()
-
-
 @contextlib.asynccontextmanager
 async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator[Runtime]:
     secret = load_secret(settings)
-    registry.freeze()
-    db = create_engine(settings.resolved_database_url)
-    resources = contextlib.AsyncExitStack()
-    try:
-        for lifespan in registry.lifespans():
-            await resources.enter_async_context(lifespan())
-        await migrate(db)
-        store = RunStore(db)
-        interrupted = await store.interrupt_unfinished(
-            message="the server stopped before the run finished"
-        )
-        if interrupted:
-            log.warning(
-                "marked %d unfinished run(s) of a previous process as interrupted", len(interrupted)
-            )
-        bus = await _make_bus(settings)
-        metrics = Metrics()
-        monitor = EventMonitor()
+    async with open_parts(settings, registry, execute=settings.executor) as parts:
+        metrics = parts.metrics
         pool = WebSocketConnectionPool(settings.max_connections_per_user)
 
         def violation(_event: Event) -> None:
             metrics.security_violations.inc()
 
-        bridge = WebSocketBridgeFactory(pool, bus, on_violation=violation)
+        bridge = WebSocketBridgeFactory(pool, parts.bus, on_violation=violation)
+        service: RunService
+        if parts.clustered:
+            from corral.server.cluster import ClusterRunService
 
-        def committed(events: list[Event]) -> None:
-            metrics.observe_committed(events)
-            for ev in events:
-                monitor.observe(ev)
-
-        writer = EventWriter(db, bus.publish, on_committed=committed)
-        writer.start()
-
-        async def thread_history(context: UserExecutionContext) -> list[dict[str, Any]]:
-            runs = await store.thread_history(context.user_id, context.thread_id, context.run_id)
-            return [r.to_api() for r in runs]
-
-        factory = ExecutionEngineFactory(
-            registry,
-            Limits(
-                max_running_per_user=settings.max_running_per_user,
-                max_queued_per_user=settings.max_queued_per_user,
-                max_running_total=settings.max_running_total,
-                run_timeout_s=settings.run_timeout_s,
-                tool_timeout_s=settings.tool_timeout_s,
-            ),
-            history_loader=thread_history,
-        )
-        service = RunService(store, factory, writer, registry)
+            service = ClusterRunService(
+                parts.store,  # type: ignore[arg-type]
+                parts.factory,
+                parts.writer,
+                registry,
+                bus=parts.bus,  # type: ignore[arg-type]
+                queue=parts.queue,
+                worker=parts.worker,
+            )
+        else:
+            service = RunService(parts.store, parts.factory, parts.writer, registry)
         runtime = Runtime(
             settings=settings,
             secret=secret,
             registry=registry,
-            store=store,
-            bus=bus,
+            store=parts.store,
+            bus=parts.bus,
             pool=pool,
             bridge=bridge,
-            factory=factory,
-            writer=writer,
+            factory=parts.factory,
+            writer=parts.writer,
             service=service,
-            monitor=monitor,
+            monitor=parts.monitor,
             metrics=metrics,
         )
+        if parts.clustered:
+            parts.bus.on_gap = runtime.resume_everyone  # type: ignore[attr-defined]
         runtime.background.append(asyncio.create_task(_housekeeping(runtime)))
         try:
             yield runtime
@@ -165,13 +138,6 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
             for task in runtime.background:
                 task.cancel()
             await asyncio.gather(*runtime.background, return_exceptions=True)
-            await writer.close()
-            # Runs that did not end in the grace period (or were still queued) end here.
-            await store.interrupt_unfinished(message="the server shut down before the run finished")
-            await bus.close()
-    finally:
-        await resources.aclose()
-        await db.dispose()
 
 
 async def _housekeeping(runtime: Runtime) -> None:

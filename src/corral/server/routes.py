@@ -42,6 +42,27 @@ def _responses(**extra: str) -> dict[int | str, dict[str, Any]]:
 RUN_404 = "no such run (or not yours)"
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema with its ``$defs`` inlined, for ``openapi_extra``: there a
+    ``#/$defs/...`` reference would point at the OpenAPI document's root, which has none.
+    (For non-recursive models, like every request body here.)"""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    result: dict[str, Any] = resolve(schema)
+    return result
+
+
 def runtime_of(request: Request) -> Any:
     runtime = request.app.state.runtime
     if runtime is None:
@@ -128,7 +149,7 @@ async def list_agents(request: Request, user: User) -> Response:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": RunRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_schema(RunRequest)}},
         }
     },
 )

@@ -7,9 +7,9 @@ import hashlib
 import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-from corral.core.context import UserExecutionContext, new_id
+from corral.core.context import MAX_ID_LENGTH, UserExecutionContext, new_id, validate_id
 from corral.core.factory import EngineLease, ExecutionEngineFactory
 from corral.core.registry import AgentRegistry
 from corral.errors import QueueFullError, StoreError, UnknownAgentError
@@ -34,9 +34,16 @@ class RunRequest(BaseModel):
 
     agent: str = Field(min_length=1, max_length=64)
     input: dict[str, JsonValue] = Field(default_factory=dict)
-    thread_id: str | None = Field(default=None, min_length=1, max_length=160)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+
+    @field_validator("thread_id")
+    @classmethod
+    def _usable_thread_id(cls, value: str | None) -> str | None:
+        # The same rules UserExecutionContext applies, checked here so that a thread id no
+        # thread can have (control characters, NUL, a placeholder) is a 422, not a 500.
+        return None if value is None else validate_id("thread_id", value)
 
 
 class RunService:
@@ -92,11 +99,56 @@ class RunService:
                     "multitask=enqueue or interrupt",
                 )
             for run_id in unfinished:
-                self.factory.cancel(user_id, run_id, "interrupted by a newer run on the thread")
-        run_id = new_id("run")
+                await self._cancel_active(
+                    user_id, run_id, "interrupted by a newer run on the thread"
+                )
         context = UserExecutionContext(
-            user_id=user_id, thread_id=thread_id or new_id("thread"), run_id=run_id
+            user_id=user_id, thread_id=thread_id or new_id("thread"), run_id=new_id("run")
         )
+        return await self._admit(context, spec.name, request, idempotency)
+
+    async def _cancel_active(self, user_id: str, run_id: str, reason: str) -> bool:
+        """Ask a queued or running run to stop; True if this process reached it."""
+        return self.factory.cancel(user_id, run_id, reason)
+
+    async def _create(
+        self,
+        context: UserExecutionContext,
+        agent: str,
+        request: RunRequest,
+        idempotency: tuple[str, str] | None,
+    ) -> tuple[RunRecord, bool]:
+        """Insert the run, translating the store's refusals into API errors."""
+        try:
+            return await self.store.create_run(
+                user_id=context.user_id,
+                run_id=context.run_id,
+                agent=agent,
+                input=request.input,
+                thread_id=context.thread_id,
+                new_thread=request.thread_id is None,
+                timeout_s=request.timeout_s,
+                idempotency=idempotency,
+            )
+        except ThreadNotFound:
+            raise ApiError("not_found", NOT_FOUND_THREAD) from None
+        except IdempotencyConflict:
+            raise ApiError(
+                "conflict",
+                "this Idempotency-Key was used with a different request; use a new key",
+            ) from None
+        except StoreError as exc:
+            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
+
+    async def _admit(
+        self,
+        context: UserExecutionContext,
+        agent: str,
+        request: RunRequest,
+        idempotency: tuple[str, str] | None,
+    ) -> tuple[RunRecord, bool]:
+        """Single node: reserve a place in this process's factory, store, start the task."""
+        run_id = context.run_id
         try:
             lease = self.factory.engine_for(context, self.writer, timeout_s=request.timeout_s)
         except QueueFullError as exc:
@@ -104,36 +156,15 @@ class RunService:
                 "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
             ) from None
         try:
-            record, created = await self.store.create_run(
-                user_id=user_id,
-                run_id=run_id,
-                agent=spec.name,
-                input=request.input,
-                thread_id=context.thread_id,
-                new_thread=thread_id is None,
-                timeout_s=request.timeout_s,
-                idempotency=idempotency,
-            )
-        except ThreadNotFound:
-            lease.abandon()
-            raise ApiError("not_found", NOT_FOUND_THREAD) from None
-        except IdempotencyConflict:
-            lease.abandon()
-            raise ApiError(
-                "conflict",
-                "this Idempotency-Key was used with a different request; use a new key",
-            ) from None
-        except StoreError as exc:
-            lease.abandon()
-            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
-        except Exception:
+            record, created = await self._create(context, agent, request, idempotency)
+        except BaseException:
             lease.abandon()
             raise
         if not created:
             lease.abandon()
             return record, False
         task = asyncio.get_running_loop().create_task(
-            self._execute(lease, spec.name, request.input), name=f"run {run_id}"
+            self._execute(lease, agent, request.input), name=f"run {run_id}"
         )
         self._tasks[run_id] = task
         task.add_done_callback(self._forget)

@@ -91,6 +91,12 @@ class ThreadNotFound(Exception):
     """The thread does not exist or belongs to someone else (the caller cannot tell)."""
 
 
+def _unstorable(value: str | None) -> bool:
+    """True for a value no stored id can equal: PostgreSQL text cannot hold NUL, and asking
+    it to compare one fails the query (a 503) where the answer is simply "nothing"."""
+    return value is not None and "\x00" in value
+
+
 def encode_cursor(row_id: int) -> str:
     return base64.urlsafe_b64encode(f"r{row_id}".encode()).decode().rstrip("=")
 
@@ -217,6 +223,8 @@ class RunStore:
 
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
         """The run if ``user_id`` owns it; None for a missing run *and* for another's."""
+        if _unstorable(run_id):
+            return None
         async with self.sessions() as session:
             row = await session.scalar(
                 select(RunRow).where(RunRow.run_id == run_id, RunRow.user_id == user_id)
@@ -232,6 +240,8 @@ class RunStore:
         limit: int = 50,
         cursor: int | None = None,
     ) -> tuple[list[RunRecord], str | None]:
+        if _unstorable(thread_id):
+            return [], None
         query = select(RunRow).where(RunRow.user_id == user_id)
         if thread_id is not None:
             query = query.where(RunRow.thread_id == thread_id)
@@ -278,6 +288,8 @@ class RunStore:
         self, user_id: str, run_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[bytes] | None:
         """Stored events (wire JSON) of the caller's run, ``seq > after``; None if not theirs."""
+        if _unstorable(run_id):
+            return None
         async with self.sessions() as session:
             owner = await session.scalar(select(RunRow.user_id).where(RunRow.run_id == run_id))
             if owner != user_id:
@@ -309,26 +321,71 @@ class RunStore:
         async with self.sessions() as session, session.begin():
             rows = list(await session.scalars(select(RunRow).where(RunRow.status.in_(UNFINISHED))))
             for row in rows:
-                written.append(await self._interrupt(session, row, message))
+                written.extend(await self._interrupt(session, row, message))
         return written
 
-    async def _interrupt(self, session: AsyncSession, row: RunRow, message: str) -> Event:
+    async def _interrupt(self, session: AsyncSession, row: RunRow, message: str) -> list[Event]:
+        """End ``row``'s run as ``interrupted``: first a ``tool_completed`` (status error) for
+        each tool call left open, so every ``tool_executing`` keeps its pair, then the
+        terminal ``agent_error``. Returns the events written."""
+        tool_rows = await session.scalars(
+            select(EventRow.body)
+            .where(
+                EventRow.run_id == row.run_id,
+                EventRow.type.in_(("tool_executing", "tool_completed")),
+            )
+            .order_by(EventRow.seq)
+        )
+        open_calls: dict[str, str] = {}
+        for body in tool_rows:
+            doc = loads(body)
+            call_id = doc["data"].get("call_id", "")
+            if doc["type"] == "tool_executing":
+                open_calls[call_id] = doc["data"].get("tool", "")
+            else:
+                open_calls.pop(call_id, None)
         error = {"type": "interrupted", "message": message}
-        event = Event(
-            type=EventType.AGENT_ERROR,
-            run_id=row.run_id,
-            thread_id=row.thread_id,
-            seq=row.last_seq + 1,
-            data={"error": error, "duration_ms": 0},
-            user_id=row.user_id,
+        events: list[Event] = []
+        seq = row.last_seq
+        for call_id, tool in open_calls.items():
+            seq += 1
+            events.append(
+                Event(
+                    type=EventType.TOOL_COMPLETED,
+                    run_id=row.run_id,
+                    thread_id=row.thread_id,
+                    seq=seq,
+                    user_id=row.user_id,
+                    data={
+                        "call_id": call_id,
+                        "tool": tool,
+                        "status": "error",
+                        "error": error,
+                        "duration_ms": 0,
+                    },
+                )
+            )
+        events.append(
+            Event(
+                type=EventType.AGENT_ERROR,
+                run_id=row.run_id,
+                thread_id=row.thread_id,
+                seq=seq + 1,
+                data={"error": error, "duration_ms": 0},
+                user_id=row.user_id,
+            )
         )
         await session.execute(
-            insert(EventRow).values(
-                run_id=row.run_id,
-                seq=event.seq,
-                type=event.type.value,
-                body=event.to_json().decode(),
-            )
+            insert(EventRow),
+            [
+                {
+                    "run_id": e.run_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "body": e.to_json().decode(),
+                }
+                for e in events
+            ],
         )
         await session.execute(
             update(RunRow)
@@ -336,8 +393,8 @@ class RunStore:
             .values(
                 status=RunStatus.FAILED.value,
                 error=dumps(error).decode(),
-                finished_at=event.ts,
-                last_seq=event.seq,
+                finished_at=events[-1].ts,
+                last_seq=events[-1].seq,
             )
         )
-        return event
+        return events

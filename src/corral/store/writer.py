@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.core.events import Event, EventType, dumps, terminal_status
-from corral.errors import StoreError
+from corral.errors import FencedError, StoreError
 from corral.store.models import EventRow, RunRow
 
 log = logging.getLogger("corral.store.writer")
@@ -54,6 +54,7 @@ class EventWriter:
         self._retry_for_s = retry_for_s
         self._on_committed = on_committed
         self._pending: list[_Pending] = []
+        self._attempts: dict[str, int] = {}  # run_id -> attempt, for fenced writers
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -77,6 +78,17 @@ class EventWriter:
         self._wakeup.set()
         return done
 
+    def fence(self, run_id: str, attempt: int) -> None:
+        """Write ``run_id``'s events only while its stored attempt is ``attempt``.
+
+        Once another process took the run over (it bumped the attempt), this writer's events
+        of it are refused with :class:`FencedError` and nothing of them is stored.
+        """
+        self._attempts[run_id] = attempt
+
+    def unfence(self, run_id: str) -> None:
+        self._attempts.pop(run_id, None)
+
     @property
     def backlog(self) -> int:
         return len(self._pending)
@@ -99,7 +111,7 @@ class EventWriter:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
             try:
-                await self._store(batch)
+                fenced = await self._store(batch)
             except Exception as exc:
                 log.error("could not store %d event(s): %s", len(batch), type(exc).__name__)
                 error = StoreError(f"the database did not store the events: {exc}")
@@ -108,6 +120,18 @@ class EventWriter:
                         item.done.set_exception(error)
                         item.done.exception()  # mark retrieved: the emitter may be gone
                 continue
+            if fenced:
+                log.warning("refused events of %d run(s) this process no longer owns", len(fenced))
+                kept = []
+                for item in batch:
+                    if item.event.run_id in fenced:
+                        if not item.done.done():
+                            attempt = self._attempts.get(item.event.run_id, -1)
+                            item.done.set_exception(FencedError(item.event.run_id, attempt))
+                            item.done.exception()
+                    else:
+                        kept.append(item)
+                batch = kept
             for item in batch:
                 try:
                     await self._publish(item.event, item.payload)
@@ -119,12 +143,11 @@ class EventWriter:
             if self._on_committed is not None:
                 self._on_committed([item.event for item in batch])
 
-    async def _store(self, batch: list[_Pending]) -> None:
+    async def _store(self, batch: list[_Pending]) -> set[str]:
         delay, waited = 0.05, 0.0
         while True:
             try:
-                await self._write(batch)
-                return
+                return await self._write(batch)
             except Exception:
                 if waited >= self._retry_for_s:
                     raise
@@ -133,16 +156,8 @@ class EventWriter:
                 waited += delay
                 delay = min(delay * 2, 1.0)
 
-    async def _write(self, batch: list[_Pending]) -> None:
-        event_rows = [
-            {
-                "run_id": item.event.run_id,
-                "seq": item.event.seq,
-                "type": item.event.type.value,
-                "body": item.payload.decode(),
-            }
-            for item in batch
-        ]
+    async def _write(self, batch: list[_Pending]) -> set[str]:
+        """One transaction for the batch; returns the fenced-out run ids (nothing written)."""
         last_seq: dict[str, int] = {}
         started: list[dict[str, Any]] = []
         finished: list[dict[str, Any]] = []
@@ -166,14 +181,43 @@ class EventWriter:
                         "b_ts": ev.ts,
                     }
                 )
+        fenced: set[str] = set()
         async with self._engine.begin() as conn:
-            await conn.execute(insert(EventRow), event_rows)
-            await conn.execute(
-                update(RunRow)
-                .where(RunRow.run_id == bindparam("b_run"))
-                .values(last_seq=bindparam("b_seq")),
-                [{"b_run": run, "b_seq": seq} for run, seq in last_seq.items()],
-            )
+            plain = []
+            for run, seq in last_seq.items():
+                attempt = self._attempts.get(run)
+                if attempt is None:
+                    plain.append({"b_run": run, "b_seq": seq})
+                    continue
+                # Row-locks the run until commit: a reaper cannot slip in between.
+                result = await conn.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id == run, RunRow.attempt == attempt)
+                    .values(last_seq=seq)
+                )
+                if getattr(result, "rowcount", 0) != 1:
+                    fenced.add(run)
+            if plain:
+                await conn.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id == bindparam("b_run"))
+                    .values(last_seq=bindparam("b_seq")),
+                    plain,
+                )
+            event_rows = [
+                {
+                    "run_id": item.event.run_id,
+                    "seq": item.event.seq,
+                    "type": item.event.type.value,
+                    "body": item.payload.decode(),
+                }
+                for item in batch
+                if item.event.run_id not in fenced
+            ]
+            if event_rows:
+                await conn.execute(insert(EventRow), event_rows)
+            started = [s for s in started if s["b_run"] not in fenced]
+            finished = [f for f in finished if f["b_run"] not in fenced]
             if started:
                 await conn.execute(
                     update(RunRow)
@@ -193,3 +237,4 @@ class EventWriter:
                     ),
                     finished,
                 )
+        return fenced

@@ -27,8 +27,8 @@ const POLL_EVERY_MS = 2500;
 const WS_MAX_BYTES = 60 * 1024; // the server closes on > 64 KiB; larger inputs go over HTTP
 const HISTORY_PAGE = 20;
 const EVENTS_PAGE = 1000;
-const JSON_PREVIEW_CHARS = 700;
-const JSON_PREVIEW_LINES = 14;
+const JSON_PREVIEW_CHARS = 600;
+const JSON_PREVIEW_LINES = 12;
 const DELTA_KINDS = new Set(['text_delta', 'answer_delta']);
 const TEXTAREA_NAMES = new Set(['message', 'question', 'prompt']);
 
@@ -105,8 +105,11 @@ function clear(node) {
 }
 
 function shortId(id) {
+  // "run_8f3k2m…" → "8f3k2m…": drop a type prefix, keep 8 characters.
   const s = String(id || '');
-  return s.length > 10 ? s.slice(0, 8) : s;
+  const m = /^[a-z]{1,8}[_-](.+)$/i.exec(s);
+  const core = m ? m[1] : s;
+  return core.length > 10 ? core.slice(0, 8) : core;
 }
 
 function randomId() {
@@ -596,7 +599,7 @@ function scheduleReconnect() {
   const show = () => {
     const left = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
     setConn(state.everReady ? 'reconnecting' : 'connecting',
-      left > 0 ? `Reconnecting in ${left} s…` : 'Reconnecting…');
+      left > 0 ? `${state.everReady ? 'Reconnecting' : 'Retrying'} in ${left} s…` : (state.everReady ? 'Reconnecting…' : 'Connecting…'));
   };
   show();
   state.countdownTimer = setInterval(show, 500);
@@ -1848,7 +1851,12 @@ function renderOutput(rs, output) {
   clear(box);
   if (isPlainObject(output) && (typeof output.answer === 'string' || Array.isArray(output.sources))) {
     const { answer, sources, ...rest } = output;
-    if (typeof answer === 'string') box.append(el('p', { className: 'output-answer', text: answer }));
+    if (typeof answer === 'string') {
+      box.append(el('p', { className: 'output-answer', text: answer }));
+      // The streamed copy above says the same: fold it to a short preview.
+      const streamed = rs.els.answer.textContent;
+      rs.els.answerWrap.classList.toggle('superseded', Boolean(streamed) && streamed.trim() === answer.trim());
+    }
     if (Array.isArray(sources) && sources.length) {
       box.append(el('h5', { className: 'sources-title', text: 'Sources' }));
       const list = el('ol', { className: 'sources' });

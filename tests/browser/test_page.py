@@ -1,0 +1,234 @@
+"""The web page (contract §7) in headless Chromium against a real server.
+
+A person signs in, runs ``research`` and watches its tool calls and answer arrive; two people
+in two browser contexts never see each other's runs; a socket dropped mid-run is reconnected
+and resumed, and the run is shown complete, every event exactly once.
+
+How the page shows events (app.js): each event is one element carrying ``data-seq`` — a row
+``li.ev`` for most types; for a tool call the row ``li[data-call-id]`` carries the seq of its
+``tool_executing`` and its nested ``.tool-result`` the seq of its ``tool_completed``; answer
+deltas are ``span.delta`` inside the one ``li.ev-answer`` row. So the ``[data-seq]`` elements
+of a run card are its events, one each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+pytestmark = [
+    pytest.mark.browser,
+    # The page is what is under test here; the database behind it is covered elsewhere.
+    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = REPO / "docs" / "screenshot.png"
+UPDATE_SCREENSHOT_ENV = "CORRAL_UPDATE_SCREENSHOT"
+RESEARCH_QUESTION = "How far away is the Moon, and what is 3 * (4 + 5)? Convert 100 km to miles."
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+async def sign_in(page: Any, server: Any, user: str) -> None:
+    """Open the page and use the loopback dev sign-in as ``user``; returns once live."""
+    await page.goto(server.url + "/")
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    await page.fill("#dev-user", user)
+    await page.click("#dev-signin")
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#user-id")).to_have_text(user)
+    await expect(page.locator("#agent-select")).to_be_enabled()
+
+
+async def start_run(page: Any, agent: str, fields: dict[str, str]) -> Any:
+    """Fill the generated form for ``agent`` and start a run; the new run's card."""
+    before = set(await run_ids(page))
+    await page.select_option("#agent-select", agent)
+    for name, value in fields.items():
+        await page.fill(f"#field-{name}", value)
+    await expect(page.locator("#start-run")).to_be_enabled()
+    await page.click("#start-run")
+    cards = page.locator("#runs article.run")
+    await expect(cards).to_have_count(len(before) + 1)
+    await expect(page.locator("#form-errors")).to_be_hidden()
+    [new] = set(await run_ids(page)) - before
+    return page.locator(f'#runs article.run[data-run-id="{new}"]')
+
+
+async def run_ids(page: Any) -> list[str]:
+    ids: list[str] = await page.locator("#runs article.run").evaluate_all(
+        "cards => cards.map(c => c.dataset.runId)"
+    )
+    return ids
+
+
+async def seqs_in(card: Any) -> list[int]:
+    """The seq of every event element in ``card``, in document order."""
+    seqs: list[str] = await card.locator("[data-seq]").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.seq)"
+    )
+    return [int(s) for s in seqs]
+
+
+async def types_in(card: Any) -> list[str]:
+    """The event type of each ``[data-seq]`` element of ``card``, ordered by seq."""
+    pairs: list[list[Any]] = await card.locator("[data-seq]").evaluate_all(
+        "nodes => nodes.map(n => [Number(n.dataset.seq), n.dataset.type])"
+    )
+    return [t for _seq, t in sorted(pairs)]
+
+
+async def stored_run(server: Any, user: str, run_id: str) -> dict[str, Any]:
+    async with server.client(user) as http:
+        resp = await http.get(f"/v1/runs/{run_id}")
+        assert resp.status_code == 200, resp.text
+        run: dict[str, Any] = resp.json()
+        return run
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+async def test_research_run_shows_tool_calls_and_the_answer_live(
+    server: Any, new_page: Any
+) -> None:
+    """Dev sign-in, choose research, ask a question: each tool call appears and succeeds, the
+    streamed answer and the final output (with its value and sources) show, the run succeeds."""
+    page = await new_page()
+    await sign_in(page, server, "alice")
+    card = await start_run(page, "research", {"question": RESEARCH_QUESTION})
+
+    await expect(card).to_have_attribute("data-status", "succeeded")
+    tools = card.locator("li[data-call-id]")
+    await expect(tools).to_have_count(3)
+    await expect(card.locator("li[data-call-id][data-tool-status=success]")).to_have_count(3)
+    await expect(tools.locator(".tool-name")).to_have_text(
+        ["calculator", "convert_units", "search_docs"]
+    )
+    await expect(tools.nth(0).locator(".tool-result")).to_contain_text("27")
+    output = card.locator(".output")
+    await expect(output).to_be_visible()
+    await expect(output.locator(".output-answer")).to_contain_text("3 * (4 + 5) = 27")
+    await expect(output.locator(".output-answer")).to_contain_text("100 km = 62.1371 mi")
+    await expect(output.locator("ol.sources li").first).to_contain_text("The Moon")
+    await expect(card.locator(".run-error")).to_be_hidden()
+
+    # The page holds every event of the run, once, with the answer streamed as deltas that
+    # add up to the final answer.
+    run = await stored_run(server, "alice", await card.get_attribute("data-run-id"))
+    assert run["status"] == "succeeded"
+    await expect(card.locator("[data-seq]")).to_have_count(run["last_seq"])
+    assert sorted(await seqs_in(card)) == list(range(1, run["last_seq"] + 1))
+    streamed = await card.locator("li.ev-answer .answer span.delta").all_text_contents()
+    assert streamed and "".join(streamed) == run["output"]["answer"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "research-run.png"
+    await page.mouse.move(0, 0)  # no hover highlight in the picture
+    await page.screenshot(path=str(shot))
+    if os.environ.get(UPDATE_SCREENSHOT_ENV) == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+async def test_two_users_never_see_each_others_runs(server: Any, new_page: Any) -> None:
+    """alice and bob, each in their own browser context, start overlapping runs: each page
+    shows exactly its user's runs — live and after a reload — and none of the other's text."""
+    alice, bob = await new_page(), await new_page()
+    await sign_in(alice, server, "alice")
+    await sign_in(bob, server, "bob")
+    secrets = {"alice": f"alice-only-{uuid.uuid4().hex}", "bob": f"bob-only-{uuid.uuid4().hex}"}
+    pages = {"alice": alice, "bob": bob}
+
+    cards: dict[str, list[Any]] = {"alice": [], "bob": []}
+    for n in range(2):  # interleaved, so both users' runs execute at the same time
+        for user, page in pages.items():
+            fields = {"message": f"{secrets[user]} #{n}", "steps": "4", "delay_ms": "50"}
+            cards[user].append(await start_run(page, "echo", fields))
+    for user in pages:
+        for card in cards[user]:
+            await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
+
+    for reload in (False, True):
+        for user, page in pages.items():
+            other = "bob" if user == "alice" else "alice"
+            if reload:
+                await page.reload()
+                await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+                await expect(page.locator("#runs article.run")).to_have_count(2)
+            async with server.client(user) as http:
+                own = {r["run_id"] for r in (await http.get("/v1/runs")).json()["runs"]}
+            async with server.client(other) as http:
+                theirs = {r["run_id"] for r in (await http.get("/v1/runs")).json()["runs"]}
+            assert len(own) == 2 and len(theirs) == 2 and not own & theirs
+            shown = set(await run_ids(page))
+            assert shown == own, f"{user}'s page shows {shown}, expected {own}"
+            text = await page.locator("body").inner_text()
+            assert secrets[user] in text
+            assert secrets[other] not in text, f"{other}'s input is on {user}'s page"
+            assert other not in await page.locator("#user-box").inner_text()
+
+
+async def test_dropped_socket_is_resumed_and_the_run_shown_complete(
+    server: Any, new_page: Any
+) -> None:
+    """The page's WebSocket is closed mid-run; the page reconnects on its own, resumes from its
+    last seq and ends with every event 1..last exactly once, no step repeated, succeeded."""
+    page = await new_page()
+    await sign_in(page, server, "alice")
+    steps = 30
+    card = await start_run(
+        page, "echo", {"message": "resume me", "steps": str(steps), "delay_ms": "100"}
+    )
+    run_id = await card.get_attribute("data-run-id")
+
+    # A few steps in, the socket goes away.
+    await card.locator('[data-seq="10"]').wait_for(state="attached")
+    closed = await page.evaluate(
+        """() => {
+          const open = window.__corral.sockets.filter((s) => s.readyState === WebSocket.OPEN);
+          open.forEach((s) => s.close(4001, 'test: connection dropped'));
+          return open.length;
+        }"""
+    )
+    assert closed == 1
+    await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+
+    run = await stored_run(server, "alice", run_id)
+    last = run["last_seq"]
+    assert run["status"] == "succeeded" and last == 2 + 3 * steps
+    await expect(card.locator("[data-seq]")).to_have_count(last)
+    seqs = await seqs_in(card)
+    assert sorted(seqs) == list(range(1, last + 1)), f"missing or repeated seqs: {seqs}"
+    assert await types_in(card) == [
+        "agent_started",
+        *["agent_thinking", "tool_executing", "tool_completed"] * steps,
+        "agent_completed",
+    ]
+    thinking = await card.locator("li.ev[data-type=agent_thinking] .ev-text").all_text_contents()
+    assert thinking == [f"Echo step {i} of {steps}: resume me" for i in range(1, steps + 1)]
+    await expect(card.locator("li[data-call-id]")).to_have_count(steps)
+    await expect(card.locator("li[data-call-id][data-tool-status=success]")).to_have_count(steps)
+    await expect(card.locator("li.ev")).to_have_count(2 + 2 * steps)  # no "repeated" rows
+    await expect(card.locator(".output")).to_contain_text("resume me")
+
+    # It really was a drop and a resume: the indicator went through "reconnecting", a second
+    # socket was opened, and the first one had not received the whole run.
+    probe = await page.evaluate(
+        "() => ({sockets: window.__corral.sockets.length, "
+        "received: window.__corral.received, states: window.__corral.connStates})"
+    )
+    assert "reconnecting" in probe["states"], probe["states"]
+    assert probe["states"][-1] == "live"
+    assert probe["sockets"] == 2, probe["sockets"]
+    first_socket = {seq for index, rid, seq in probe["received"] if index == 0 and rid == run_id}
+    assert first_socket and max(first_socket) < last, "the drop came after the run had ended"
