@@ -142,12 +142,14 @@ async def test_research_run_shows_tool_calls_and_the_answer_live(
 async def test_two_users_never_see_each_others_runs(server: Any, new_page: Any) -> None:
     """alice and bob, each in their own browser context, start overlapping runs: each page
     shows exactly its user's runs — live and after a reload — and none of the other's text."""
-    alice, bob = await new_page(), await new_page()
+    import time; T=time.monotonic
+    t0=T(); alice, bob = await new_page(), await new_page(); print("pages", T()-t0)
     await sign_in(alice, server, "alice")
     await sign_in(bob, server, "bob")
     secrets = {"alice": f"alice-only-{uuid.uuid4().hex}", "bob": f"bob-only-{uuid.uuid4().hex}"}
     pages = {"alice": alice, "bob": bob}
 
+    print("signed", T()-t0)
     cards: dict[str, list[Any]] = {"alice": [], "bob": []}
     for n in range(2):  # interleaved, so both users' runs execute at the same time
         for user, page in pages.items():
@@ -157,7 +159,9 @@ async def test_two_users_never_see_each_others_runs(server: Any, new_page: Any) 
         for card in cards[user]:
             await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
 
+    print("started+done", T()-t0)
     for reload in (False, True):
+        print("loop", T()-t0)
         for user, page in pages.items():
             other = "bob" if user == "alice" else "alice"
             if reload:

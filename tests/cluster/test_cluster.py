@@ -301,3 +301,37 @@ async def test_redis_restart_under_load_loses_no_stored_event(cluster: Cluster) 
     async with httpx.AsyncClient(base_url=node.url) as http:
         assert (await http.get("/readyz")).status_code == 200
     await asyncio.gather(*(s.close() for s in sockets.values()))
+
+
+async def test_postgres_unreachable_gives_503_and_recovers(cluster: Cluster) -> None:
+    """PostgreSQL cut off: /readyz 503 and new runs 503 unavailable, nothing half-written;
+    back again: ready and runs succeed, without restarting corral."""
+    from sqlalchemy.engine import make_url
+
+    from support_cluster import TcpProxy
+
+    real = make_url(cluster.database_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    await proxy.start()
+    proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    cluster.database_url = proxied
+    node = await cluster.add_node()
+    u = user("pg")
+    body = {"agent": "echo", "input": {"message": "pg", "steps": 2}}
+    async with cluster.client(node, u) as http:
+        before = (await http.post("/v1/runs", json=body)).json()
+        await wait_finished(http, before["run_id"])
+        await proxy.cut()
+        assert (await http.get("/readyz")).status_code == 503
+        resp = await http.post("/v1/runs", json=body)
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "unavailable"
+        await proxy.start()
+        async with asyncio.timeout(30):
+            while (await http.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.1)
+        runs = (await http.get("/v1/runs")).json()["runs"]
+        assert [r["run_id"] for r in runs] == [before["run_id"]], "a refused run was stored"
+        after = (await http.post("/v1/runs", json=body)).json()
+        assert (await wait_finished(http, after["run_id"]))["status"] == "succeeded"
+    await proxy.cut()

@@ -23,6 +23,7 @@ from corral.errors import IllegalTransition
 from .conftest import (
     WAIT_S,
     BusSink,
+    Connect,
     Signals,
     assert_run_well_formed,
     enter_and_run,
@@ -117,6 +118,11 @@ class Anything(BaseModel):
     secret_in_output: bool = False
 
 
+class Fanout(BaseModel):
+    calls: int = 5
+    hold: bool = False
+
+
 def special_registry(signals: Signals) -> AgentRegistry:
     registry = AgentRegistry()
 
@@ -145,10 +151,24 @@ def special_registry(signals: Signals) -> AgentRegistry:
         remaining = ctx.remaining_s()
         return {"has_deadline": ctx.deadline is not None, "remaining": remaining}
 
+    @registry.agent("fanout", input_model=Fanout)
+    async def fanout(ctx: RunContext, inp: Fanout) -> list[Any]:
+        async def one(i: int) -> Any:
+            if inp.hold:
+                return await ctx.tools.call("block", run=f"{ctx.run_id}-{i}")
+            return await ctx.tools.call("jitter_echo", i=i)
+
+        return await asyncio.gather(*(one(i) for i in range(inp.calls)))
+
     @registry.tool()
     async def block(run: str) -> None:
         signals("tool", run).set()
         await asyncio.Event().wait()
+
+    @registry.tool()
+    async def jitter_echo(i: int) -> int:
+        await asyncio.sleep((2 - i % 3) / 1000)  # workload: later calls finish first
+        return i
 
     registry.freeze()
     return registry
@@ -332,3 +352,39 @@ async def test_cancelling_the_task_running_the_engine_ends_in_interrupted(
     assert events[-2]["type"] == "tool_completed"
     assert events[-1]["type"] == "agent_error"
     assert events[-1]["data"]["error"]["type"] == "interrupted"
+
+
+async def test_concurrent_tool_calls_of_one_agent_keep_seq_order_and_pairs(
+    signals: Signals, sink: BusSink, connect: Connect
+) -> None:
+    _, transport = await connect("alice")
+    engine = engine_for(special_registry(signals), sink)
+    outcome = await engine.run("fanout", {"calls": 6})
+    assert outcome.output == [0, 1, 2, 3, 4, 5]
+    events = sink.wire(engine.context.run_id)
+    assert_run_well_formed(events)
+    started = [e["data"]["call_id"] for e in events if e["type"] == "tool_executing"]
+    finished = [e["data"]["call_id"] for e in events if e["type"] == "tool_completed"]
+    assert sorted(started) == sorted(finished)
+    assert started != finished  # the calls really overlapped
+    await transport.wait_for_frames(len(events))
+    assert transport.decoded() == events  # delivered in seq order
+
+
+async def test_cancel_with_concurrent_tool_calls_completes_every_open_call(
+    signals: Signals, sink: BusSink
+) -> None:
+    engine = engine_for(special_registry(signals), sink)
+    run_id = engine.context.run_id
+    task = asyncio.create_task(engine.run("fanout", {"calls": 4, "hold": True}))
+    for i in range(4):
+        await asyncio.wait_for(signals("tool", f"{run_id}-{i}").wait(), WAIT_S)
+    engine.cancel("stop")
+    outcome = await asyncio.wait_for(task, WAIT_S)
+    assert outcome.status is RunStatus.CANCELLED
+    events = sink.wire(run_id)
+    assert_run_well_formed(events)
+    types = [e["type"] for e in events]
+    assert types == ["agent_started", *["tool_executing"] * 4, *["tool_completed"] * 4,
+                     "agent_cancelled"]  # fmt: skip
+    assert {e["data"]["status"] for e in events if e["type"] == "tool_completed"} == {"error"}

@@ -247,14 +247,48 @@ async def test_hold_and_release_resume_without_gap_or_duplicate() -> None:
     conn = Connection("alice", transport)
     conn.start()
     conn.hold("run_a")
-    for seq in range(1, 6):  # live events arrive while the stored ones are replayed
-        event = event_of("alice", seq)
-        conn.offer_event(event, event.to_json())
-    assert transport.frame_count == 0
-    assert conn.buffered_bytes == 0
+    live = [event_of("alice", seq) for seq in range(1, 6)]
+    for event in live:  # live events arrive while the stored ones are replayed
+        assert conn.offer_event(event, event.to_json())
+    assert conn.buffered_bytes == sum(len(e.to_json()) for e in live)
+    conn.offer(b'{"replay": "done"}')  # written while run_a's live events stay held
+    await transport.wait_for_frames(1)
+    assert transport.frames == [b'{"replay": "done"}']
     conn.release("run_a", after_seq=3)  # the replay covered 1..3
-    await transport.wait_for_frames(2)
-    assert [d["seq"] for d in transport.decoded()] == [4, 5]
+    await transport.wait_for_frames(3)
+    assert [d.get("seq") for d in transport.decoded()] == [None, 4, 5]
+    await conn.close()
+
+
+async def test_events_held_during_a_replay_count_toward_the_bound() -> None:
+    """A client stalled while its replay goes out cannot make the hold grow without limit."""
+    transport = RecordingTransport()
+    slow: list[Connection] = []
+    conn = Connection("alice", transport, max_buffered_bytes=1000, on_slow_consumer=slow.append)
+    conn.start()
+    conn.hold("run_a")
+    payload = b"x" * 300
+    accepted = [conn.offer_event(event_of("alice", seq), payload) for seq in range(1, 6)]
+    assert accepted == [True, True, True, False, False]
+    assert slow == [conn]
+    assert conn.close_code == CLOSE_TRY_AGAIN_LATER
+    assert conn.buffered_bytes == 0  # nothing is kept once closed
+    await conn.close()
+    assert transport.frame_count == 0
+
+
+async def test_release_moves_held_bytes_to_the_queue_without_double_counting() -> None:
+    transport = RecordingTransport()
+    conn = Connection("alice", transport, max_buffered_bytes=1000)
+    conn.hold("run_a")  # not started: nothing is written, so the counts stay visible
+    for seq in range(1, 4):
+        assert conn.offer_event(event_of("alice", seq), b"x" * 300)
+    assert conn.buffered_bytes == 900
+    conn.release("run_a", after_seq=1)
+    assert conn.buffered_bytes == 600  # seq 1 was covered by the replay and dropped
+    assert conn.offer(b"y" * 400) is True  # exactly at the bound
+    assert conn.offer(b"z") is False  # one byte past it
+    assert conn.close_code == CLOSE_TRY_AGAIN_LATER
     await conn.close()
 
 

@@ -21,7 +21,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-LONG = {"message": "slow", "steps": 1, "delay_ms": 10_000}  # runs until cancelled
+LONG = {"message": "slow", "steps": 100, "delay_ms": 10_000}  # runs until cancelled
 TERMINAL_EVENTS = {"agent_completed", "agent_error", "agent_cancelled"}
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
 

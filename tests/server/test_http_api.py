@@ -29,7 +29,7 @@ RUN_FIELDS = {
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
 TERMINAL_EVENTS = {"agent_completed", "agent_error", "agent_cancelled"}
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-LONG = {"message": "slow", "steps": 1, "delay_ms": 10_000}  # runs until cancelled
+LONG = {"message": "slow", "steps": 100, "delay_ms": 10_000}  # runs until cancelled
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -267,8 +267,8 @@ async def test_thread_id_continues_own_thread_and_is_404_for_any_other(server) -
 
 
 async def test_multitask_enqueue_runs_one_thread_in_order(server) -> None:
-    """multitask=enqueue (the default): the second run of a busy thread starts only after the
-    first has finished, and both succeed."""
+    """multitask=enqueue (explicit or by default): each further run of a busy thread starts
+    only after the one before it has finished, in order, and all succeed."""
     async with server.client("alice") as http:
         slow = {"message": "one", "steps": 2, "delay_ms": 100}
         first = await start_run(http, input=slow)

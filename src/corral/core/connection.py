@@ -42,7 +42,7 @@ class Connection:
     """A transport owned by one user, with a bounded outgoing queue.
 
     ``offer`` never waits: it queues the bytes, or — when the bytes held for this connection
-    (queued plus the frame being written) would pass the bound — closes the connection with
+    (queued, held, and the frame being written) would pass the bound — closes it with
     1013 as a slow consumer. The producer and every other connection never wait on it. The
     writer task is started by ``start`` and ends on ``close``; ``close`` is idempotent.
 
@@ -74,6 +74,7 @@ class Connection:
         self._buffered = 0
         self._wakeup = asyncio.Event()
         self._holds: dict[str, list[tuple[Event, bytes]]] = {}
+        self._held_count = 0
         self._writer: asyncio.Task[None] | None = None
         self.state = ConnectionState.OPEN
         self.close_code: int | None = None
@@ -95,7 +96,13 @@ class Connection:
             return False
         held = self._holds.get(event.run_id)
         if held is not None:
+            # Held events count toward the bound like queued ones: a client that stalls
+            # while its replay is being sent must not make the hold grow without limit.
+            if not self._admit(len(payload)):
+                return False
             held.append((event, payload))
+            self._buffered += len(payload)
+            self._held_count += 1
             return True
         return self._enqueue(payload, event)
 
@@ -103,14 +110,20 @@ class Connection:
         """Queue a control message (ready, pong, error...)."""
         return self._enqueue(payload, None)
 
-    def _enqueue(self, payload: bytes, event: Event | None) -> bool:
+    def _admit(self, size: int) -> bool:
+        """True if ``size`` more bytes fit the bound; else close as a slow consumer."""
         if self.state is not ConnectionState.OPEN:
             return False
         if (
-            self._buffered + len(payload) > self._max_bytes
-            or len(self._queue) >= self._max_messages
+            self._buffered + size > self._max_bytes
+            or len(self._queue) + self._held_count >= self._max_messages
         ):
             self._slow_consumer()
+            return False
+        return True
+
+    def _enqueue(self, payload: bytes, event: Event | None) -> bool:
+        if not self._admit(len(payload)):
             return False
         self._queue.append((payload, event))
         self._buffered += len(payload)
@@ -118,12 +131,17 @@ class Connection:
         return True
 
     def hold(self, run_id: str) -> None:
-        """Buffer ``run_id``'s live events until :meth:`release` (used while replaying)."""
+        """Buffer ``run_id``'s live events until :meth:`release` (used while replaying).
+
+        Held events count toward the connection's bound, like queued ones.
+        """
         self._holds.setdefault(run_id, [])
 
     def release(self, run_id: str, after_seq: int) -> None:
         """Send the held live events of ``run_id`` with ``seq > after_seq``, then go live."""
         for event, payload in self._holds.pop(run_id, []):
+            self._buffered -= len(payload)
+            self._held_count -= 1
             if event.seq > after_seq:
                 self._enqueue(payload, event)
 
@@ -143,6 +161,7 @@ class Connection:
         self._queue.clear()
         self._buffered = 0
         self._holds.clear()
+        self._held_count = 0
         asyncio.get_running_loop().create_task(self._close_transport(code, reason))
 
     async def _close_transport(self, code: int, reason: str) -> None:
@@ -171,6 +190,7 @@ class Connection:
         self._queue.clear()
         self._buffered = 0
         self._holds.clear()
+        self._held_count = 0
         self._wakeup.set()
         self.closed.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +71,8 @@ class Event:
     data: dict[str, Any]
     user_id: str
     ts: str = field(default_factory=now_ts)
+    # Wall-clock emission time (seconds), for the delivery-latency metric; never serialized.
+    emitted_at: float = field(default_factory=time.time, compare=False)
 
     @property
     def terminal(self) -> bool:
@@ -100,7 +103,15 @@ class Event:
             data=doc["data"],
             user_id=user_id,
             ts=doc["ts"],
+            emitted_at=_parse_ts(doc["ts"]),
         )
+
+
+def _parse_ts(ts: str) -> float:
+    try:
+        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def terminal_status(event_type: EventType, data: dict[str, Any]) -> RunStatus:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from corral.core.events import Event, EventType, terminal_status
@@ -62,6 +64,10 @@ class Metrics:
                 self.runs_started.inc()
             elif ev.terminal:
                 self.runs_finished.labels(terminal_status(ev.type, ev.data).value).inc()
+
+    def observe_delivery(self, event: Event) -> None:
+        """An event was written to a socket: record how long after its emission."""
+        self.delivery_latency.observe(max(0.0, time.time() - event.emitted_at))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,6 +60,7 @@ async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> Streami
 
     async def frames() -> AsyncIterator[bytes]:
         last = after
+        finished = record.finished
         try:
             while True:
                 bodies = await runtime.store.events(user_id, run_id, after=last, limit=PAGE) or []
@@ -70,7 +71,15 @@ async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> Streami
                     if doc["type"] in TERMINAL_TYPES:
                         return
                 if len(bodies) < PAGE:
-                    break
+                    if finished:
+                        # Resumed at or past the terminal event: nothing more will come.
+                        return
+                    # The run row is updated with its events, and this read comes after the
+                    # hold: "not finished" here means the terminal event reaches us live.
+                    current = await runtime.store.get_run(user_id, run_id)
+                    if current is None or not current.finished:
+                        break
+                    finished = True  # it ended meanwhile: read what is left, then end
             conn.release(run_id, last)
             while True:
                 try:

@@ -78,7 +78,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         _SocketTransport(ws),
         max_buffered_bytes=settings.ws_max_buffered_bytes,
         on_slow_consumer=lambda _c: runtime.metrics.slow_consumers.inc(),
-        on_sent=None,
+        on_sent=runtime.metrics.observe_delivery,
     )
     conn.offer(dumps({"type": "ready", "user_id": identity.user_id}))
     try:
