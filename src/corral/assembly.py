@@ -23,7 +23,7 @@ from corral.core.factory import ExecutionEngineFactory, Limits
 from corral.core.monitor import EventMonitor
 from corral.core.registry import AgentRegistry
 from corral.errors import ConfigurationError
-from corral.server.metrics import Metrics
+from corral.metrics import Metrics
 from corral.settings import Settings
 from corral.store.cluster import ClusterStore
 from corral.store.database import create_engine, is_sqlite, migrate
@@ -73,6 +73,11 @@ async def open_parts(
         raise ConfigurationError(
             "several nodes (CORRAL_REDIS_URL) need PostgreSQL: set CORRAL_DATABASE_URL to "
             "postgresql+asyncpg://user@host/db"
+        )
+    if not clustered and not execute:
+        raise ConfigurationError(
+            "--no-executor makes an API-only node, which needs workers: set --redis-url "
+            "(CORRAL_REDIS_URL) and a PostgreSQL database, and run `corral worker`"
         )
     registry.freeze()
     db = create_engine(url)

@@ -46,7 +46,7 @@ _UNARY: Mapping[type[ast.unaryop], Callable[[Number], Number]] = MappingProxyTyp
         ast.USub: operator.neg,
     }
 )
-_SYMBOLS = MappingProxyType({"×": "*", "÷": "/", "−": "-", "^": "**"})  # noqa: RUF001 - the point is to map them
+_SYMBOLS = MappingProxyType({"×": "*", "÷": "/", "−": "-", "^": "**"})
 _REFUSED: tuple[tuple[type[ast.AST], str], ...] = (
     (ast.Name, "names and variables are not allowed"),
     (ast.Call, "function calls are not allowed"),
@@ -186,9 +186,9 @@ _NOT_ARITHMETIC = re.compile(
     r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d+(?:\.\d+){2,}\b"
 )
 _CANDIDATE = re.compile(
-    r"(?:(?<![\w.)])-\s*)?[(\d](?:[\d.\s()+\-*/%^×÷−]|\*\*|//)*[\d)]"  # noqa: RUF001
+    r"(?:(?<![\w.)])-\s*)?[(\d](?:[\d.\s()+\-*/%^×÷−]|\*\*|//)*[\d)]"
 )
-_HAS_OPERATOR = re.compile(r"[\d.)]\s*(?:\*\*|//|[-+*/%^×÷−])\s*[-+]?\s*[(\d]")  # noqa: RUF001
+_HAS_OPERATOR = re.compile(r"[\d.)]\s*(?:\*\*|//|[-+*/%^×÷−])\s*[-+]?\s*[(\d]")
 MAX_EXPRESSIONS = 5
 
 

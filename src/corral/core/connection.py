@@ -73,6 +73,7 @@ class Connection:
         self._queue: deque[tuple[bytes, Event | None]] = deque()
         self._buffered = 0
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever a frame is written or it closes
         self._holds: dict[str, list[tuple[Event, bytes]]] = {}
         self._held_count = 0
         self._writer: asyncio.Task[None] | None = None
@@ -130,6 +131,22 @@ class Connection:
         self._wakeup.set()
         return True
 
+    async def wait_for_room(self, size: int) -> bool:
+        """Wait until ``size`` more bytes fit in half the bound, or nothing is queued.
+
+        For a producer that can wait — a replay read page by page from the store — so that it
+        goes at the socket's pace instead of tripping the slow-consumer close: a replay may be
+        far larger than the bound. The other half stays free for live events arriving
+        meanwhile. Returns False once the connection is not open. Nothing is queued by
+        waiting, so cancelling it is safe.
+        """
+        while self.state is ConnectionState.OPEN:
+            if not self._queue or self._buffered + size <= self._max_bytes // 2:
+                return True
+            self._drained.clear()
+            await self._drained.wait()
+        return False
+
     def hold(self, run_id: str) -> None:
         """Buffer ``run_id``'s live events until :meth:`release` (used while replaying).
 
@@ -162,6 +179,7 @@ class Connection:
         self._buffered = 0
         self._holds.clear()
         self._held_count = 0
+        self._drained.set()
         asyncio.get_running_loop().create_task(self._close_transport(code, reason))
 
     async def _close_transport(self, code: int, reason: str) -> None:
@@ -172,6 +190,7 @@ class Connection:
         finally:
             self.state = ConnectionState.CLOSED
             self._wakeup.set()
+            self._drained.set()
             self.closed.set()
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -192,6 +211,7 @@ class Connection:
         self._holds.clear()
         self._held_count = 0
         self._wakeup.set()
+        self._drained.set()
         self.closed.set()
 
     async def _write_loop(self) -> None:
@@ -207,6 +227,7 @@ class Connection:
                 if self._queue and self._queue[0][0] is payload:
                     self._queue.popleft()
                     self._buffered -= len(payload)
+                    self._drained.set()
                 if event is not None and self._on_sent is not None:
                     self._on_sent(event)
         except asyncio.CancelledError:

@@ -139,6 +139,7 @@ class IsolatedExecutionEngine:
         sink: EventSink,
         *,
         timeout_s: float | None = None,
+        default_timeout_s: float | None = None,
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         history_loader: ThreadHistory | None = None,
@@ -148,6 +149,7 @@ class IsolatedExecutionEngine:
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
+        self._default_timeout_s = default_timeout_s
         self._seq = 0
         self._state = EngineState.CREATED
         self._terminal_sent = False
@@ -235,7 +237,11 @@ class IsolatedExecutionEngine:
             return await self._fail("unknown_agent", str(exc), started)
         except ValidationError as exc:
             return await self._fail("validation_error", _short(exc), started)
-        timeout_s = self._timeout_s if self._timeout_s is not None else spec.timeout_s
+        # The request's timeout, else the agent's own, else the server's default.
+        timeout_s = next(
+            (t for t in (self._timeout_s, spec.timeout_s, self._default_timeout_s) if t),
+            None,
+        )
         loop = asyncio.get_running_loop()
         self.deadline = None if timeout_s is None else loop.time() + timeout_s
         self._agent_task = loop.create_task(self._call_agent(spec, parsed))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,8 +27,8 @@ from corral.core.monitor import EventMonitor
 from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
 from corral.loading import load_agents
+from corral.metrics import Metrics
 from corral.server.errors import ApiError, details_from
-from corral.server.metrics import Metrics
 from corral.server.service import RunService
 from corral.settings import Settings, load_secret
 from corral.store.database import ping
@@ -184,6 +185,15 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
     )
     app.state.settings = settings
     app.state.runtime = None
+    if settings.allowed_origins:
+        # The same origins a browser may open a WebSocket from may call the HTTP API.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            max_age=600,
+        )
 
     from corral.server.routes import router
     from corral.server.ws import websocket_endpoint
@@ -254,8 +264,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             405,
             {
                 "error": {
-                    "code": "method_not_allowed",
-                    "message": f"{request.method} is not allowed here",
+                    # The contract's codes are a closed set: no such method here is "not found".
+                    "code": "not_found",
+                    "message": f"{request.method} is not allowed on {request.url.path}; "
+                    "see /openapi.json for the methods it takes",
                 }
             },
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -322,6 +323,17 @@ async def metrics(request: Request) -> Response:
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def _from_this_machine(request: Request) -> bool:
+    """A direct request from a loopback address (not relayed by a proxy)."""
+    if any(h in request.headers for h in ("x-forwarded-for", "forwarded", "x-real-ip")):
+        return False
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class DevTokenRequest(BaseModel):
     user: str = Field(min_length=1, max_length=128)
 
@@ -334,7 +346,7 @@ class DevTokenRequest(BaseModel):
 async def dev_token(request: Request) -> Response:
     """A one-day token for a user name of your choice — only on a loopback server, for the page."""
     runtime = runtime_of(request)
-    if not runtime.settings.dev_tokens_enabled:
+    if not runtime.settings.dev_tokens_enabled or not _from_this_machine(request):
         raise ApiError("not_found", "dev tokens are only given out by a loopback server")
     doc = await read_json_body(request, 4096)
     try:

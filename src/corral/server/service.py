@@ -89,6 +89,17 @@ class RunService:
         if idempotency_key is not None:
             digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
             idempotency = (idempotency_key, digest)
+            # A retry is answered before anything else (thread rules, queue limits) is
+            # looked at: it must get the earlier run, not a fresh refusal or a side effect.
+            try:
+                earlier = await self.store.find_idempotent(user_id, *idempotency)
+            except IdempotencyConflict:
+                raise ApiError(
+                    "conflict",
+                    "this Idempotency-Key was used with a different request; use a new key",
+                ) from None
+            if earlier is not None:
+                return earlier, False
         thread_id = request.thread_id
         if thread_id is not None and request.multitask != "enqueue":
             unfinished = await self._unfinished(user_id, thread_id)

@@ -239,6 +239,10 @@ async def _resume(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> No
         while True:
             bodies = await runtime.store.events(conn.user_id, run_id, after=last, limit=PAGE)
             for raw in bodies or ():
+                # The replay may be far larger than the connection's bound, so it goes at the
+                # socket's pace instead of closing a client that reads as fast as it can.
+                if not await conn.wait_for_room(len(raw)):
+                    return
                 conn.offer(raw)
             if bodies:
                 last = loads(bodies[-1])["seq"]

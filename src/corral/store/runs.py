@@ -186,6 +186,14 @@ class RunStore:
                 return await self._idempotency_race(user_id, idempotency), False
         return RunRecord.from_row(row), True
 
+    async def find_idempotent(self, user_id: str, key: str, request_hash: str) -> RunRecord | None:
+        """The run an earlier request with this key made (within 24 h), or None.
+
+        Raises :class:`IdempotencyConflict` when the key came with a different body.
+        """
+        async with self.sessions() as session:
+            return await self._idempotent_run(session, user_id, key, request_hash)
+
     async def _idempotent_run(
         self, session: AsyncSession, user_id: str, key: str, request_hash: str
     ) -> RunRecord | None:
@@ -273,7 +281,8 @@ class RunStore:
     async def thread_history(
         self, user_id: str, thread_id: str, before_run: str
     ) -> list[RunRecord]:
-        """Finished runs of the caller's thread, oldest first, created before ``before_run``."""
+        """Earlier runs of the caller's thread (any status), oldest first, made before
+        ``before_run``."""
         async with self.sessions() as session:
             anchor = await session.scalar(
                 select(RunRow.id).where(RunRow.run_id == before_run, RunRow.user_id == user_id)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.core.events import Event, EventType, dumps, terminal_status
@@ -27,6 +28,13 @@ class _Pending:
     done: asyncio.Future[None]
 
 
+def database_away(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached (worth waiting for)."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
 class EventWriter:
     """The app's one event sink: ``emit`` → stored (one transaction per batch) → published.
 
@@ -35,8 +43,10 @@ class EventWriter:
     the bus. A caller cancelled while waiting loses nothing: the writer still stores and
     publishes the event. The run row follows its events in the same transaction (status,
     ``started_at``, output or error, ``finished_at``, ``last_seq``). A failing database is
-    retried with backoff for ``retry_for_s``; after that the batch's emitters get a
-    :class:`StoreError` and nothing of the batch is published.
+    retried with backoff — by default until it answers again, since a dropped batch would
+    leave a gap in its runs' ``seq``; the emitting runs wait meanwhile (backpressure), and
+    their own deadlines still apply. With ``retry_for_s`` set, a batch that still fails after
+    that long is refused (its emitters get :class:`StoreError`) and nothing of it published.
     """
 
     def __init__(
@@ -45,13 +55,15 @@ class EventWriter:
         publish: Publish,
         *,
         max_batch: int = 1024,
-        retry_for_s: float = 10.0,
+        retry_for_s: float | None = None,
+        close_timeout_s: float = 15.0,
         on_committed: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self._engine = engine
         self._publish = publish
         self._max_batch = max_batch
         self._retry_for_s = retry_for_s
+        self._close_timeout_s = close_timeout_s
         self._on_committed = on_committed
         self._pending: list[_Pending] = []
         self._attempts: dict[str, int] = {}  # run_id -> attempt, for fenced writers
@@ -94,11 +106,22 @@ class EventWriter:
         return len(self._pending)
 
     async def close(self) -> None:
-        """Write what is pending, then stop (idempotent)."""
+        """Write what is pending, then stop (idempotent). If the database does not take it
+        within ``close_timeout_s``, the rest is refused and the writer stops anyway."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=self._close_timeout_s)
+        if not done:
+            log.error("closing with %d event(s) not stored: the database is away", self.backlog)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            for item in self._pending:
+                if not item.done.done():
+                    item.done.set_exception(StoreError("the server stopped before storing it"))
+                    item.done.exception()
+            self._pending.clear()
 
     async def _run(self) -> None:
         while True:
@@ -148,8 +171,12 @@ class EventWriter:
         while True:
             try:
                 return await self._write(batch)
-            except Exception:
-                if waited >= self._retry_for_s:
+            except Exception as exc:
+                # The database is away (refused, dropped, timed out): wait for it. Anything
+                # else (a constraint) would fail again the same way, so it is not retried.
+                if not database_away(exc):
+                    raise
+                if self._retry_for_s is not None and waited >= self._retry_for_s:
                     raise
                 log.warning("database write failed; retrying in %.2f s", delay)
                 await asyncio.sleep(delay)
