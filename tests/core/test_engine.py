@@ -228,7 +228,7 @@ async def test_hanging_tool_ends_in_tool_completed_timeout(
 async def test_run_past_its_deadline_ends_in_timeout_and_closes_open_tool(
     registry: AgentRegistry, sink: BusSink
 ) -> None:
-    factory = ExecutionEngineFactory(registry, Limits(run_timeout_s=0.1, tool_timeout_s=60))
+    factory = ExecutionEngineFactory(registry, Limits(run_timeout_s=0.25, tool_timeout_s=60))
     ctx = new_ctx("alice")
     outcome = await run_to_end(factory, sink, ctx, "work", {"hold_tool": True})
     events = sink.wire(ctx.run_id)

@@ -71,10 +71,19 @@ async def test_concurrent_runs_never_leak_another_users_canary(
             ctx = new_ctx(user)
             started_runs[user].add(ctx.run_id)
             payload = {"canary": canary[user], "steps": rng.randint(1, 4), "jitter_ms": 3}
-            jobs.append(run_to_end(factory, sink, ctx, "work", payload))
+            jobs.append((user, ctx, payload))
     rng.shuffle(jobs)
-    outcomes = await asyncio.wait_for(asyncio.gather(*jobs), WAIT_S)
-    assert all(o.status is RunStatus.SUCCEEDED for o in outcomes)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(run_to_end(factory, sink, ctx, "work", p) for _, ctx, p in jobs)),
+        WAIT_S,
+    )
+    # Each run's output is its own user's canary, and so is everything it emitted.
+    for (user, ctx, _), outcome in zip(jobs, outcomes, strict=True):
+        assert outcome.status is RunStatus.SUCCEEDED
+        assert outcome.output["canary"] == canary[user]
+        assert {e.user_id for e in sink.runs[ctx.run_id]} == {user}
+        emitted = [text for doc in sink.wire(ctx.run_id) for text in strings_in(doc)]
+        assert not any(canary[o] in t for o in users if o != user for t in emitted)
 
     for user in users:
         expected = sum(len(sink.runs[r]) for r in started_runs[user])
@@ -99,9 +108,6 @@ async def test_concurrent_runs_never_leak_another_users_canary(
                     seen_in.add(doc["type"])
         # The canary did flow through every stage, so its absence elsewhere means something.
         assert {"agent_thinking", "tool_executing", "tool_completed", "agent_completed"} <= seen_in
-    # Each output went to its own user.
-    for outcome in outcomes:
-        assert outcome.output["canary"] in canary.values()
 
 
 async def test_each_connection_receives_exactly_its_users_events_complete_and_in_order(

@@ -274,7 +274,11 @@ class IsolatedExecutionEngine:
     async def _settle(self, started: float) -> RunOutcome:
         task = self._agent_task
         assert task is not None
-        if task.cancelled():
+        if task.cancelled() or self.cancel_reason is not None:
+            # A cancellation that was asked for wins, even over an agent that swallowed it
+            # and returned or raised: the caller was told the run is being cancelled.
+            if not task.cancelled():
+                task.exception()  # retrieved: whatever it raised is superseded
             reason = self.cancel_reason or "cancelled"
             await self._finish(EventType.AGENT_CANCELLED, {"reason": reason})
             return RunOutcome(RunStatus.CANCELLED)
@@ -289,10 +293,6 @@ class IsolatedExecutionEngine:
                 EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
             )
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
-        if self.cancel_reason is not None:
-            # The agent swallowed or translated the cancellation; the user's intent wins.
-            await self._finish(EventType.AGENT_CANCELLED, {"reason": self.cancel_reason})
-            return RunOutcome(RunStatus.CANCELLED)
         if isinstance(exc, AgentFailed):
             return await self._fail(exc.error_type, exc.message, started)
         if isinstance(exc, ToolCallError):
