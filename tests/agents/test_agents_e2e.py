@@ -8,6 +8,7 @@ refuses anything but arithmetic when called as a tool inside a real run.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -109,7 +110,11 @@ def check_echo_steps(events: list[dict[str, Any]], message: str, steps: int) -> 
     assert events[0]["type"] == "agent_started"
     assert events[0]["data"] == {"agent": "echo"}
     body = events[1 : 1 + 3 * steps]
-    assert [e["type"] for e in body] == ["agent_thinking", "tool_executing", "tool_completed"] * steps
+    assert [e["type"] for e in body] == [
+        "agent_thinking",
+        "tool_executing",
+        "tool_completed",
+    ] * steps
     call_ids = []
     for i in range(steps):
         thinking, executing, completed = body[3 * i : 3 * i + 3]
@@ -117,7 +122,8 @@ def check_echo_steps(events: list[dict[str, Any]], message: str, steps: int) -> 
         assert executing["data"]["tool"] == "echo"
         assert executing["data"]["args"] == {"text": message}
         call_id = executing["data"]["call_id"]
-        assert isinstance(call_id, str) and call_id
+        assert isinstance(call_id, str)
+        assert call_id
         assert completed["data"]["call_id"] == call_id
         assert completed["data"]["tool"] == "echo"
         assert completed["data"]["status"] == "success"
@@ -206,7 +212,7 @@ async def test_echo_waits_delay_ms_before_each_step(server: Any) -> None:
         )
     starts = [events[0]] + [e for e in events if e["type"] == "agent_thinking"]
     assert len(starts) == 4
-    for before, after in zip(starts, starts[1:], strict=False):
+    for before, after in itertools.pairwise(starts):
         # ts has microseconds; the sleep happens between the two emits.
         assert ts(after) - ts(before) >= timedelta(milliseconds=119), (before, after)
 
@@ -259,6 +265,9 @@ async def test_echo_accepts_the_longest_delay(server: Any) -> None:
         pytest.param({"message": "m", "steps": 0}, "steps", id="steps-0"),
         pytest.param({"message": "m", "steps": 101}, "steps", id="steps-101"),
         pytest.param({"message": "m", "steps": 1.5}, "steps", id="steps-fraction"),
+        pytest.param({"message": "m", "steps": "3"}, "steps", id="steps-str"),
+        pytest.param({"message": "m", "steps": True}, "steps", id="steps-bool"),
+        pytest.param({"message": "m", "delay_ms": "5"}, "delay_ms", id="delay-str"),
         pytest.param({"message": "m", "delay_ms": -1}, "delay_ms", id="delay-negative"),
         pytest.param({"message": "m", "delay_ms": 10_001}, "delay_ms", id="delay-10001"),
         pytest.param({"message": "m", "fail": "yes"}, "fail", id="fail-str-yes"),
@@ -385,7 +394,8 @@ async def test_research_answers_with_the_expected_tools_and_sources(
     output = run["output"]
     assert set(output) == {"answer", "sources"}
     answer = output["answer"]
-    assert isinstance(answer, str) and answer
+    assert isinstance(answer, str)
+    assert answer
 
     made = tool_calls(events)
     assert [name for name, _args, _status in made] == [name for name, _ in calls], made
@@ -405,14 +415,17 @@ async def test_research_answers_with_the_expected_tools_and_sources(
     ids = [s["id"] for s in sources]
     assert set(source_ids) <= set(ids), sources
     for n, source in enumerate(sources, start=1):
-        assert isinstance(source["id"], str) and source["id"]
-        assert isinstance(source["title"], str) and source["title"]
+        assert isinstance(source["id"], str)
+        assert source["id"]
+        assert isinstance(source["title"], str)
+        assert source["title"]
         assert f"[{n}] {source['title']}" in answer, (n, source, answer)
 
     # The answer streamed as agent_update answer_delta pieces that concatenate to it, after the
     # last tool call and before the terminal event.
     deltas = [e for e in events if e["type"] == "agent_update"]
-    assert deltas and all(e["data"]["kind"] == "answer_delta" for e in deltas)
+    assert deltas
+    assert all(e["data"]["kind"] == "answer_delta" for e in deltas)
     assert "".join(e["data"]["text"] for e in deltas) == answer
     last_tool = max(e["seq"] for e in events if e["type"] == "tool_completed")
     assert deltas[0]["seq"] > last_tool
@@ -494,7 +507,9 @@ def probe_registry() -> AgentRegistry:
 
 
 @sqlite_only
-async def test_calculator_tool_refuses_code_in_a_real_run(start_server: Any, tmp_path: Path) -> None:
+async def test_calculator_tool_refuses_code_in_a_real_run(
+    start_server: Any, tmp_path: Path
+) -> None:
     """Names, calls, attributes, strings, lambdas and containers end the calculator call with
     status error and a reason; nothing is executed (the would-be side effect never happens)."""
     server = await start_server(registry=probe_registry())

@@ -1,6 +1,6 @@
 """Headless Chromium (Debian's ``chromium``) driven by Playwright, in the test's event loop.
 
-The server fixture runs uvicorn in the pytest-asyncio loop, so the browser is driven through
+The ``server`` fixture runs uvicorn in the pytest-asyncio loop, so the browser is driven through
 Playwright's async API in that same loop. Without ``/usr/bin/chromium`` the browser tests skip
 with a message saying how to enable them — except under ``CORRAL_TEST_BROWSER=1`` (set by
 ``.ci/run``), where a missing browser is a failure: CI must never pass by skipping them.
@@ -31,18 +31,26 @@ REQUIRED_ENV = "CORRAL_TEST_BROWSER"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 VIEWPORT = {"width": 1280, "height": 900}
 
-# Counts a page's WebSockets and records what each receives, and every value the connection
-# indicator takes. app.js keeps its socket in a module-private variable, so a test that drops
-# the connection reaches it through this list (window.__corral.sockets).
+# Counts a page's WebSockets, records the seqs each receives and the commands each sends, and
+# every value the connection indicator takes. app.js keeps its socket in a module-private
+# variable, so a test that drops the connection reaches it through window.__corral.sockets.
 TRACK_SOCKETS = """
 (() => {
   const Native = window.WebSocket;
-  const probe = { sockets: [], received: [], connStates: [] };
+  const probe = { sockets: [], received: [], sent: [], connStates: [] };
   class TrackedWebSocket extends Native {
     constructor(...args) {
       super(...args);
       const index = probe.sockets.length;
       probe.sockets.push(this);
+      const send = this.send.bind(this);
+      this.send = (data) => {
+        try {
+          const msg = JSON.parse(data);  // kept without the token an auth message carries
+          probe.sent.push([index, msg.type, msg.run_id ?? null, msg.after ?? null]);
+        } catch (_err) { /* not JSON */ }
+        return send(data);
+      };
       this.addEventListener('message', (event) => {
         try {
           const msg = JSON.parse(event.data);
@@ -68,7 +76,9 @@ TRACK_SOCKETS = """
 """
 
 
-def _chromium_or_skip() -> None:
+@pytest.fixture(autouse=True)
+def require_chromium() -> None:
+    """Skip (or, under CORRAL_TEST_BROWSER=1, fail) before any server starts, without Chromium."""
     if CHROMIUM.exists():
         return
     if os.environ.get(REQUIRED_ENV) == "1":
@@ -87,7 +97,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """One headless Chromium for this test, closed after it."""
-    _chromium_or_skip()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -104,6 +113,8 @@ NewPage = Callable[[], Awaitable[Any]]
 @pytest.fixture
 async def new_page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[NewPage]:
     """Open a page in a new browser context (its own storage: one person, one tab).
+
+    Request it after ``server``, so that pages close before the server stops.
 
     Every page tracks its WebSockets (see ``TRACK_SOCKETS``). After the test: an uncaught
     script error on any page fails it, and if the test failed each page is saved as a
@@ -131,8 +142,10 @@ async def new_page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterato
         name = re.sub(r"[^\w.-]+", "_", request.node.name)
         for n, (page, _errors) in enumerate(pages):
             try:
-                await page.screenshot(path=str(ARTIFACTS / f"failed-{name}-{n}.png"), full_page=True)
-            except Exception as exc:  # noqa: BLE001 - best effort; the failure is already reported
+                await page.screenshot(
+                    path=str(ARTIFACTS / f"failed-{name}-{n}.png"), full_page=True
+                )
+            except Exception as exc:  # best effort: the failure itself is already reported
                 print(f"could not save a screenshot of page {n}: {exc}")
     for context in contexts:
         await context.close()

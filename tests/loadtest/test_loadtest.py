@@ -6,6 +6,7 @@ this test's event loop, so what is tested is the tool a user runs, exit status i
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import sys
@@ -17,12 +18,15 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+import corral.loadtest
 from conftest import LiveServer
 from corral.cli import app
 from corral.loadtest import ConnectionVerifier, Kind, LoadtestConfig, Violations, run_loadtest
 from support import ServerProcess, spawn_server
 
 SMALL = ("--users", "20", "--connections-per-user", "2", "--runs-per-user", "2", "--steps", "3")
+# Enough users that a misrouted frame has somewhere to go, few enough to stay fast.
+FAULTY = ("--users", "8", "--connections-per-user", "2", "--runs-per-user", "2", "--steps", "3")
 ECHO_EVENTS = 1 + 3 * 3 + 1
 
 
@@ -87,10 +91,10 @@ async def test_small_loadtest_passes_against_a_correct_server(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_runner_in_process_measures_a_child_server_rss(
+async def test_runner_in_process_measures_a_child_servers_memory_and_cpu(
     tmp_path: Path, database_url: str, server_processes: list[ServerProcess]
 ) -> None:
-    """The library entry point, awaited in-process against ``corral serve``, reads its RSS."""
+    """The library entry point, awaited in-process against ``corral serve``, reads its /proc."""
     child = await asyncio.to_thread(spawn_server, tmp_path / "data", database_url)
     server_processes.append(child)
     config = LoadtestConfig(
@@ -107,10 +111,11 @@ async def test_runner_in_process_measures_a_child_server_rss(
     assert report.passed, report.failures
     assert report.runs_completed == 10
     assert report.events == 10 * 3 * (2 + 3 * 2)
-    assert report.rss is not None
-    assert report.rss["before_bytes"] > 0
-    assert report.rss["peak_bytes"] >= report.rss["before_bytes"]
-    assert report.rss["per_user_bytes"] is not None
+    assert report.server is not None
+    assert report.server["before_bytes"] > 0
+    assert report.server["peak_bytes"] >= report.server["before_bytes"]
+    assert report.server["per_user_bytes"] is not None
+    assert report.server["cpu_s"] is not None
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -137,19 +142,24 @@ async def test_tokens_can_come_from_a_command(server: LiveServer, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("fault", "expected"),
+    ("fault", "expected", "detail"),
     [
-        ("misroute", {"isolation.foreign_canary": 1, "isolation.foreign_run": 1}),
-        ("drop", {"completeness.missing_events": 1}),
-        ("reorder", {"order.out_of_order": 1}),
+        (
+            "misroute",
+            {"isolation.foreign_canary": 1, "isolation.foreign_run": 1},
+            "received another user's canary ltcanary",
+        ),
+        # echo's seq 3 is its first tool_executing, the frame the injector drops.
+        ("drop", {"completeness.missing_events": 1}, "missing seq 3; terminal agent_completed"),
+        ("reorder", {"order.out_of_order": 1}, "seq 2 (agent_thinking) arrived after seq 3"),
     ],
 )
 async def test_loadtest_catches_a_broken_server(
-    start_broken_server: Any, tmp_path: Path, fault: str, expected: dict[str, int]
+    start_broken_server: Any, tmp_path: Path, fault: str, expected: dict[str, int], detail: str
 ) -> None:
     """One misrouted, dropped or reordered frame: exit 1, naming that violation and no other."""
     live, injector = await start_broken_server(fault)
-    code, out, report = await loadtest(live.url, tmp_path, *SMALL, "--token-secret", live.secret)
+    code, out, report = await loadtest(live.url, tmp_path, *FAULTY, "--token-secret", live.secret)
     assert injector.injected is not None, f"the {fault} fault was never committed"
     assert code == 1, out
     assert "FAILED" in out
@@ -159,6 +169,8 @@ async def test_loadtest_catches_a_broken_server(
         by_category[kind.split(".")[0]] += n
         assert kind in out
     assert report["violations_by_category"] == by_category
+    examples = [e for entry in report["violations"].values() for e in entry["examples"]]
+    assert any(detail in e for e in examples), examples
     assert report["passed"] is False
 
 
@@ -167,17 +179,36 @@ async def test_loadtest_resumes_after_the_server_closes_a_slow_socket(
 ) -> None:
     """A socket closed with 1013 mid-run is reconnected and resumed: no violation, exit 0."""
     live, injector = await start_broken_server("disconnect")
-    code, out, report = await loadtest(live.url, tmp_path, *SMALL, "--token-secret", live.secret)
+    code, out, report = await loadtest(live.url, tmp_path, *FAULTY, "--token-secret", live.secret)
     assert injector.injected is not None
     assert code == 0, out
     assert report["violations"] == {}
     assert report["errors"] == {"ws_close:1013": 1}
     assert report["reconnects"] == 1
-    assert report["runs"]["completed"] == 40
+    assert report["runs"]["completed"] == 16
     assert report["events"]["duplicates"] == 0
+    # Each event reached each connection once, plus what the contract allows a resume to repeat.
+    resent = report["events"]["duplicates_after_resume"]
+    assert report["events"]["delivered"] == 16 * 2 * ECHO_EVENTS + resent
 
 
 # -- the CLI and the verifier on their own ----------------------------------------------------
+
+
+def test_loadtest_is_a_pure_client() -> None:
+    """corral.loadtest imports nothing of the server, core, store, bus or agents."""
+    package = Path(corral.loadtest.__file__).parent
+    internal = ("corral.server", "corral.core", "corral.store", "corral.bus", "corral.agents")
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(internal), f"{path.name} imports {name}"
 
 
 def test_conflicting_token_options_exit_2() -> None:
@@ -223,7 +254,8 @@ def test_a_late_event_is_out_of_order_and_a_missing_one_incomplete() -> None:
         Kind.MISSING_EVENTS: 1,
         Kind.MISSING_RUN: 1,
     }
-    assert "missing seq 2" in violations.examples[Kind.MISSING_EVENTS][0]
+    example = violations.examples[Kind.MISSING_EVENTS][0]
+    assert "missing seq 2; terminal agent_completed at seq 3" in example
 
 
 def test_a_foreign_canary_is_found_in_any_frame() -> None:

@@ -107,7 +107,7 @@ def bad_authorizations(secret: str, user: str) -> dict[str, str | None]:
 async def call(
     http: httpx.AsyncClient, endpoint: Endpoint, runs: dict[str, str], **kwargs: Any
 ) -> httpx.Response:
-    """One request; a 200 stream is read to its end (the target run has finished)."""
+    """One request to ``endpoint`` (a 200 stream is read to its end: its run has finished)."""
     return await http.request(endpoint.method, endpoint.url(runs), json=endpoint.body, **kwargs)
 
 
@@ -139,6 +139,24 @@ async def start(http: httpx.AsyncClient, input: dict[str, Any]) -> dict[str, Any
     return resp.json()
 
 
+def is_unauthorized(resp: httpx.Response) -> bool:
+    """401 with exactly ``{"error": {"code": "unauthorized", "message": <sentence>}}``."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return (
+        resp.status_code == 401
+        and isinstance(body, dict)
+        and set(body) == {"error"}
+        and isinstance(body["error"], dict)
+        and set(body["error"]) == {"code", "message"}
+        and body["error"]["code"] == "unauthorized"
+        and isinstance(body["error"]["message"], str)
+        and bool(body["error"]["message"])
+    )
+
+
 def missing_run_id() -> str:
     return f"run_{secrets.token_urlsafe(16)}"
 
@@ -151,18 +169,17 @@ async def test_http_matrix_owner_2xx_other_user_404_bad_credentials_401(server) 
     run routes (and only their own data elsewhere); every bad credential gets 401 with the
     contract's error body and changes nothing."""
     async with server.client("alice") as alice, server.client("bob") as bob:
-        done = await start(alice, {"message": "done"})
-        await finish(alice, done["run_id"])
+        done = await finish(alice, (await start(alice, {"message": "done"}))["run_id"])
         live = await start(alice, LONG)
         await wait_running(alice, live["run_id"])
         runs = {"done": done["run_id"], "live": live["run_id"]}
         wrong: list[str] = []
 
-        for kind, header in bad_authorizations(server.secret, "alice").items():
-            headers = {} if header is None else {"Authorization": header}
-            async with httpx.AsyncClient(base_url=server.url, headers=headers) as anon:
+        async with httpx.AsyncClient(base_url=server.url) as anon:
+            for kind, header in bad_authorizations(server.secret, "alice").items():
+                headers = {} if header is None else {"Authorization": header}
                 for endpoint in ENDPOINTS:
-                    resp = await call(anon, endpoint, runs)
+                    resp = await call(anon, endpoint, runs, headers=headers)
                     if not is_unauthorized(resp):
                         wrong.append(f"{kind}: {endpoint.name} → {resp.status_code} {resp.text}")
 
@@ -188,6 +205,13 @@ async def test_http_matrix_owner_2xx_other_user_404_bad_credentials_401(server) 
             resp = await call(alice, endpoint, runs)
             if resp.status_code != OWNER_STATUS.get(endpoint.name, 200):
                 wrong.append(f"owner: {endpoint.name} → {resp.status_code} {resp.text}")
+            elif endpoint.target and endpoint.path.endswith("/stream"):
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                assert f"id: {done['last_seq']}\n" in resp.text
+            elif endpoint.target and endpoint.path.endswith("/events"):
+                assert len(resp.json()["events"]) == done["last_seq"]
+            elif endpoint.target:
+                assert resp.json()["run_id"] == runs[endpoint.target]
 
         assert not wrong, "\n".join(wrong)
         assert (await finish(alice, live["run_id"]))["status"] == "cancelled"
@@ -196,36 +220,22 @@ async def test_http_matrix_owner_2xx_other_user_404_bad_credentials_401(server) 
                 await finish(client, run["run_id"])
 
 
-def is_unauthorized(resp: httpx.Response) -> bool:
-    """401 with exactly ``{"error": {"code": "unauthorized", "message": <sentence>}}``."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return False
-    return (
-        resp.status_code == 401
-        and isinstance(body, dict)
-        and set(body) == {"error"}
-        and isinstance(body["error"], dict)
-        and set(body["error"]) == {"code", "message"}
-        and body["error"]["code"] == "unauthorized"
-        and isinstance(body["error"]["message"], str)
-        and bool(body["error"]["message"])
-    )
-
-
-async def test_token_within_the_clock_skew_leeway_is_accepted(server) -> None:
-    """A token that expired 10 s ago is still accepted (≤ 30 s leeway); 60 s ago it is not."""
+# Authentication happens before any database access: one database is enough for this test.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_token_expired_within_the_leeway_or_with_roles_is_accepted(server) -> None:
+    """A token that expired 10 s ago is still accepted (≤ 30 s leeway), 60 s ago it is not;
+    a token with a roles claim is an ordinary token of its user."""
     now = int(time.time())
-    cases = {10: 200, 60: 401}
-    for ago, status in cases.items():
-        token = jwt.encode(
-            _claims("alice", iat=now - 3600, exp=now - ago), server.secret, algorithm="HS256"
-        )
-        async with httpx.AsyncClient(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
-        ) as http:
-            assert (await http.get("/v1/agents")).status_code == status, ago
+    cases = {
+        "expired 10 s ago": (_claims("alice", iat=now - 3600, exp=now - 10), 200),
+        "expired 60 s ago": (_claims("alice", iat=now - 3600, exp=now - 60), 401),
+        "with roles": (_claims("alice", roles=["admin"]), 200),
+    }
+    for what, (claims, status) in cases.items():
+        token = jwt.encode(claims, server.secret, algorithm="HS256")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+            assert (await http.get("/v1/agents")).status_code == status, what
 
 
 async def test_another_users_run_gets_byte_identical_404_to_a_missing_run(server) -> None:
@@ -276,6 +286,8 @@ async def expect_refused(ws: Any) -> dict[str, Any]:
     return error
 
 
+# Authentication happens before any database access: one database is enough for this test.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_websocket_bad_token_gets_an_error_then_close_1008(server) -> None:
     """A bad token in the upgrade header, or in the first `auth` message (or a first message
     that is not `auth`), gets {"type": "error", "code": "unauthorized"} and close 1008."""

@@ -11,6 +11,10 @@ import re
 from typing import Any
 
 import httpx
+import pytest
+
+# The document is made from the code alone; one database is enough to serve it.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 CONTRACT_OPERATIONS = {
     ("get", "/v1/agents"),

@@ -191,7 +191,8 @@ async def test_start_run_is_accepted_with_client_ref_then_events_arrive_live(ser
         assert run["agent"] == "echo"
         assert run["input"] == input
         assert run["status"] in ("queued", "running")
-        assert run["run_id"] and run["thread_id"]
+        assert run["run_id"]
+        assert run["thread_id"]
         events = (await collect_runs(ws, {run["run_id"]}))[run["run_id"]]
     check_run_events(events)
     assert [e["type"] for e in events] == [
@@ -223,7 +224,8 @@ async def test_bad_start_run_is_an_error_and_the_connection_stays_usable(server)
             await send(ws, {**message, "client_ref": "bad-1"})
             error = await recv(ws)
             assert (error["type"], error["code"]) == ("error", code), message
-            assert isinstance(error["message"], str) and error["message"]
+            assert isinstance(error["message"], str)
+            assert error["message"]
             await assert_usable(ws)
         run_id = await start_run(ws, {"message": "after all that"})
         assert (await collect_runs(ws, {run_id}))[run_id][-1]["type"] == "agent_completed"
@@ -347,7 +349,7 @@ async def test_resume_of_running_run_on_new_socket_has_no_gap_and_no_duplicate(s
     first event (seq after+1) on, the socket gets every later event exactly once, in order.
     """
     async with connect_as(server, "nina") as ws1:
-        run_id = await start_run(ws1, {"message": "long", "steps": 50, "delay_ms": 20})
+        run_id = await start_run(ws1, {"message": "long", "steps": 30, "delay_ms": 20})
         first = []
         while len(first) < 10:
             first.append(await recv(ws1))
@@ -381,7 +383,27 @@ async def test_resume_of_running_run_on_new_socket_has_no_gap_and_no_duplicate(s
     full = first + second[start:]
     check_run_events(full)
     assert full == await stored_events(server, "nina", run_id)
-    assert len(full) == 1 + 50 * 3 + 1
+    assert len(full) == 1 + 30 * 3 + 1
+
+
+async def test_resume_of_a_run_larger_than_the_buffer_bound_is_delivered_in_full(
+    start_server,
+) -> None:
+    """A reading client resumes a run whose stored events far exceed the per-connection bound.
+
+    The replay goes at the socket's pace; the client is not a slow consumer and gets it all.
+    """
+    server = await start_server(ws_max_buffered_bytes=64 * 1024)
+    async with connect_as(server, "uma") as ws:
+        run_id = await start_run(ws, {"message": "u" * 8000, "steps": 20})  # ~0.5 MB
+        live = (await collect_runs(ws, {run_id}))[run_id]
+        await send(ws, {"type": "resume", "run_id": run_id, "after": 0})
+        await send(ws, {"type": "ping"})
+        replayed = []
+        while (msg := await recv(ws)) != {"type": "pong"}:
+            replayed.append(msg)
+    assert len(live) == 1 + 20 * 3 + 1
+    assert replayed == live
 
 
 # -- fan-out and limits -----------------------------------------------------------------------
@@ -441,9 +463,7 @@ async def test_origin_allowlist_refuses_foreign_origins_with_403(start_server) -
     headers = {"Authorization": f"Bearer {token}"}
     for origin in ("http://evil.example", "http://good.example.evil.example", "null"):
         with pytest.raises(InvalidStatus) as info:
-            async with websockets.connect(
-                server.ws_url, origin=origin, additional_headers=headers
-            ):
+            async with websockets.connect(server.ws_url, origin=origin, additional_headers=headers):
                 pass
         assert info.value.response.status_code == 403, origin
     for origin in ("http://good.example", None, server.url):
@@ -464,7 +484,9 @@ async def test_origin_without_allowlist_allows_same_origin_only(server) -> None:
         ):
             pass
     assert info.value.response.status_code == 403
-    async with websockets.connect(server.ws_url, origin=server.url, additional_headers=headers) as ws:
+    async with websockets.connect(
+        server.ws_url, origin=server.url, additional_headers=headers
+    ) as ws:
         assert await recv(ws) == {"type": "ready", "user_id": "sam"}
 
 

@@ -166,7 +166,8 @@ class Conversation:
             messages.append(
                 {
                     "role": "assistant",
-                    "content": completion.content or None,
+                    # "" rather than null: some servers (llama-cpp-python) refuse a null here.
+                    "content": completion.content,
                     "tool_calls": [c.as_message_part() for c in completion.tool_calls],
                 }
             )

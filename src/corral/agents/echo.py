@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class EchoInput(BaseModel):
     """Input of ``echo``: what to repeat, how often, how slowly, and whether to fail after."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     message: str = Field(max_length=8192, description="Text repeated at every step.")
     steps: int = Field(default=1, ge=1, le=100, description="How many think + tool steps.")

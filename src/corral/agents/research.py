@@ -42,7 +42,7 @@ _EXCEPTION_PREFIX = re.compile(r"^[A-Z]\w*(?:Error|Exception): ")
 class ResearchInput(BaseModel):
     """Input of ``research``: one question in plain language."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
     question: str = Field(
         min_length=1,

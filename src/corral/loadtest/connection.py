@@ -78,6 +78,8 @@ class Slot:
         self._reader: asyncio.Task[None] | None = None
         self._pongs: deque[asyncio.Future[bool]] = deque()
         self._steady = asyncio.Event()  # set unless reconnecting
+        self._counted = False  # whether the open socket is in ``stats.connections_open``
+        self.refs: set[str] = set()  # client_refs of start_run messages awaiting run_accepted
 
     @property
     def counts(self) -> bool:
@@ -109,14 +111,16 @@ class Slot:
             return
         failed = self.state is SlotState.FAILED
         self.state = SlotState.CLOSING
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), CLOSE_TIMEOUT_S)
+        # Stop the reader first: it may be reconnecting, and must not open a socket after this.
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        self._fail_pongs()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), CLOSE_TIMEOUT_S)
+            self._ws = None
+        self._dropped()
         self.state = SlotState.FAILED if failed else SlotState.CLOSED
         self._steady.set()
 
@@ -125,7 +129,18 @@ class Slot:
         self.state = SlotState.OPEN
         self.connected_since = clock()
         self._stats.connections_open += 1
+        self._counted = True
         self._steady.set()
+
+    def _dropped(self) -> None:
+        """The current socket is gone: nothing sent on it will be answered."""
+        if self._counted:
+            self._counted = False
+            self._stats.connections_open -= 1
+        self._fail_pongs()
+        if self.refs:
+            self.user.abandon_starts(self.refs)
+            self.refs.clear()
 
     async def _connect(self) -> ClientConnection | None:
         config, stats = self._shared.config, self._stats
@@ -149,23 +164,25 @@ class Slot:
                     ws.transport.abort()
                     raise
         except TimeoutError:
-            stats.error("ws_connect:timeout")
+            stats.error(
+                "ws_connect:timeout", f"{self.label}: no ready within {config.timeout_s:g} s"
+            )
             return None
         except ConnectionClosed as exc:
-            stats.error(f"ws_close:{_close_code(exc)}")
+            stats.error(f"ws_close:{_close_code(exc)}", f"{self.label} while connecting: {exc}")
             return None
         except InvalidStatus as exc:
             stats.error(f"ws_connect:http_{exc.response.status_code}")
             return None
         except (OSError, InvalidHandshake) as exc:
-            stats.error(f"ws_connect:{type(exc).__name__}")
+            stats.error(f"ws_connect:{type(exc).__name__}", f"{self.label}: {exc!r}")
             return None
         assert isinstance(raw, bytes)
         self._stats.frames += 1
         self.verifier.check_frame(raw)
         msg = _parse(raw)
         if msg.get("type") != "ready":
-            stats.error(f"ws_error:{msg.get('code', 'no_ready')}")
+            stats.error(f"ws_error:{msg.get('code', 'no_ready')}", f"{self.label}: {msg}")
             ws.transport.abort()
             return None
         self.verifier.check_ready(msg.get("user_id"))
@@ -174,11 +191,10 @@ class Slot:
     async def _read_loop(self, ws: ClientConnection) -> None:
         while True:
             code = await self._read(ws)
-            self._stats.connections_open -= 1
-            self._fail_pongs()
+            self._dropped()
             if self.state is SlotState.CLOSING:
                 return
-            self._stats.error(f"ws_close:{code}")
+            self._stats.error(f"ws_close:{code}", f"{self.label}: closed by the server")
             reconnected = await self._reconnect()
             if reconnected is None:
                 self.state = SlotState.FAILED

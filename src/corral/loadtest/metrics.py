@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 PERCENTILES = (50, 95, 99)
 RSS_SAMPLE_INTERVAL_S = 0.25
+MAX_ERROR_EXAMPLES = 3
 
 
 def clock() -> float:
@@ -39,6 +41,7 @@ class Stats:
         self.duplicates = 0  # the same (run_id, seq) twice outside a resume: a violation
         self.duplicates_tolerated = 0  # ... after a resume, which the contract allows
         self.errors: Counter[str] = Counter()
+        self.error_examples: dict[str, list[str]] = {}
         self.outcomes: Counter[str] = Counter()
         self.start_latency_s: list[float] = []
         self.completion_latency_s: list[float] = []
@@ -46,8 +49,13 @@ class Stats:
         self.last_completion: float | None = None
         self.began = clock()
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, detail: str | None = None) -> None:
+        """Count one error of ``kind``; keep ``detail`` for the first few of each kind."""
         self.errors[kind] += 1
+        if detail:
+            examples = self.error_examples.setdefault(kind, [])
+            if len(examples) < MAX_ERROR_EXAMPLES:
+                examples.append(detail[:300])
 
     def run_started(self, t0: float) -> None:
         self.runs_started += 1
@@ -89,6 +97,17 @@ def percentiles(samples: list[float]) -> dict[str, float | None]:
     return out
 
 
+def read_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) ``pid`` has used so far, None if unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may contain spaces.
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_rss(pid: int) -> int | None:
     """The resident memory of ``pid`` in bytes (``VmRSS`` of /proc), None if unreadable."""
     try:
@@ -101,11 +120,13 @@ def read_rss(pid: int) -> int | None:
     return None
 
 
-class RssSampler:
-    """Samples a process's RSS every ``interval_s`` while running; keeps the peak.
+class ServerSampler:
+    """Samples a local server process's RSS every ``interval_s`` while running; keeps the
+    peak, and the CPU time it used between entry and :meth:`mark_loaded`.
 
-    ``async with RssSampler(pid) as sampler`` samples on entry and on exit; the task it
-    starts is cancelled on exit (cancellation-safe: it only sleeps and reads a file).
+    ``async with ServerSampler(pid) as sampler`` samples on entry and on exit; the task it
+    starts is cancelled on exit (cancellation-safe: it only sleeps and reads /proc). With
+    ``pid`` None it measures nothing.
     """
 
     def __init__(self, pid: int | None, interval_s: float = RSS_SAMPLE_INTERVAL_S) -> None:
@@ -114,6 +135,10 @@ class RssSampler:
         self.after: int | None = None
         self.peak: int | None = None
         self.loaded: int | None = None
+        self.cpu_s: float | None = None
+        self.wall_s: float | None = None
+        self._cpu_before: float | None = None
+        self._began = 0.0
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
@@ -130,8 +155,20 @@ class RssSampler:
             await asyncio.sleep(self._interval_s)
             self.sample()
 
-    async def __aenter__(self) -> RssSampler:
+    def mark_loaded(self) -> None:
+        """The load is over: take the loaded RSS and the CPU time used since entry."""
+        self.loaded = self.sample()
+        if self.pid is not None and self._cpu_before is not None:
+            cpu = read_cpu_s(self.pid)
+            if cpu is not None:
+                self.cpu_s = round(cpu - self._cpu_before, 2)
+                self.wall_s = round(clock() - self._began, 2)
+
+    async def __aenter__(self) -> ServerSampler:
         self.before = self.sample()
+        self._began = clock()
+        if self.pid is not None:
+            self._cpu_before = read_cpu_s(self.pid)
         if self.pid is not None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
         return self
@@ -157,4 +194,6 @@ class RssSampler:
             "peak_bytes": self.peak,
             "after_bytes": self.after,
             "per_user_bytes": per_user,
+            "cpu_s": self.cpu_s,
+            "wall_s": self.wall_s,
         }

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.loadtest.config import LoadtestConfig
-from corral.loadtest.metrics import RssSampler, Stats, percentiles
+from corral.loadtest.metrics import ServerSampler, Stats, clock, percentiles
 from corral.loadtest.verify import Violations
 
 EXAMPLES_SHOWN = 3
@@ -40,13 +40,14 @@ class LoadtestReport:
     start_latency_ms: dict[str, float | None]
     completion_latency_ms: dict[str, float | None]
     errors: dict[str, int]
+    error_examples: dict[str, list[str]]
     outcomes: dict[str, int]
     violations: dict[str, Any]
     violations_by_category: dict[str, int]
     duplicates: int
     duplicates_tolerated: int
     reconnects: int
-    rss: dict[str, Any] | None
+    server: dict[str, Any] | None
     open_file_limit: int
     fail_on_errors: bool = False
     notes: list[str] = field(default_factory=list)
@@ -57,7 +58,7 @@ class LoadtestReport:
         config: LoadtestConfig,
         stats: Stats,
         violations: Violations,
-        rss: RssSampler,
+        server: ServerSampler,
         duration_s: float,
         token_source: str,
         open_file_limit: int,
@@ -80,13 +81,14 @@ class LoadtestReport:
             start_latency_ms=percentiles(stats.start_latency_s),
             completion_latency_ms=percentiles(stats.completion_latency_s),
             errors=dict(sorted(stats.errors.items())),
+            error_examples={k: list(v) for k, v in sorted(stats.error_examples.items())},
             outcomes=dict(sorted(stats.outcomes.items())),
             violations=violations.as_dict(),
             violations_by_category=violations.by_category(),
             duplicates=stats.duplicates,
             duplicates_tolerated=stats.duplicates_tolerated,
             reconnects=stats.reconnects,
-            rss=rss.as_dict(config.users),
+            server=server.as_dict(config.users),
             open_file_limit=open_file_limit,
             fail_on_errors=config.fail_on_errors,
             notes=notes,
@@ -157,10 +159,11 @@ class LoadtestReport:
                 "completion": self.completion_latency_ms,
             },
             "errors": self.errors,
+            "error_examples": self.error_examples,
             "reconnects": self.reconnects,
             "violations": self.violations,
             "violations_by_category": self.violations_by_category,
-            "server_rss": self.rss,
+            "server": self.server,
             "open_file_limit": self.open_file_limit,
             "notes": self.notes,
         }
@@ -173,6 +176,7 @@ def progress_view(stats: Stats, config: LoadtestConfig) -> Table:
     """The live line while a loadtest runs: users, runs, events, errors."""
     table = Table.grid(padding=(0, 2))
     table.add_row(
+        f"{clock() - stats.began:5.1f} s",
         f"users {stats.users_connected}/{config.users} connected, {stats.users_done} done",
         f"connections {stats.connections_open}",
         f"runs {stats.runs_started} started, {stats.runs_completed}/{config.total_runs} complete",
@@ -222,15 +226,21 @@ def summary_table(report: LoadtestReport) -> Table:
     )
     table.add_row("reconnects", str(report.reconnects))
     table.add_row("errors", str(sum(report.errors.values())))
-    if report.rss is not None:
-        rss = report.rss
-        per_user = rss["per_user_bytes"]
+    if report.server is not None:
+        server = report.server
+        per_user = server["per_user_bytes"]
         table.add_row(
             "server RSS",
-            f"{_mib(rss['before_bytes'])} before, {_mib(rss['peak_bytes'])} peak, "
-            f"{_mib(rss['after_bytes'])} after; "
+            f"{_mib(server['before_bytes'])} before, {_mib(server['peak_bytes'])} peak, "
+            f"{_mib(server['after_bytes'])} after; "
             + (f"{per_user / 1024:.1f} KiB per user" if isinstance(per_user, int) else "?"),
         )
+        if server["cpu_s"] is not None and server["wall_s"]:
+            table.add_row(
+                "server CPU",
+                f"{server['cpu_s']:.1f} s in {server['wall_s']:.1f} s "
+                f"({100 * server['cpu_s'] / server['wall_s']:.0f}% of one core)",
+            )
     return table
 
 
@@ -238,8 +248,10 @@ def errors_table(report: LoadtestReport) -> Table:
     table = Table(title="errors by kind", title_justify="left")
     table.add_column("kind")
     table.add_column("count", justify="right")
+    table.add_column("examples")
     for kind, n in report.errors.items():
-        table.add_row(kind, str(n))
+        examples = report.error_examples.get(kind, [])[:EXAMPLES_SHOWN]
+        table.add_row(kind, str(n), "\n".join(examples))
     return table
 
 

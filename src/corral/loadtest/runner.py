@@ -21,7 +21,7 @@ from rich.live import Live
 from corral.errors import ConfigurationError
 from corral.loadtest.config import LoadtestConfig
 from corral.loadtest.connection import Shared
-from corral.loadtest.metrics import RssSampler, Stats, clock
+from corral.loadtest.metrics import ServerSampler, Stats, clock
 from corral.loadtest.report import LoadtestReport, progress_view, render
 from corral.loadtest.tokens import token_source
 from corral.loadtest.user import SimulatedUser
@@ -29,6 +29,7 @@ from corral.loadtest.verify import Violations
 
 T = TypeVar("T")
 PROGRESS_INTERVAL_S = 0.25
+HTTP_KEEPALIVE_S = 2.0
 TOKEN_TTL_MIN_S = 3600
 FD_MARGIN = 64  # files beyond the sockets: the HTTP pool, stdio, the event loop's own
 
@@ -77,13 +78,16 @@ async def run_loadtest(config: LoadtestConfig, *, stats: Stats | None = None) ->
     limits = httpx.Limits(
         max_connections=config.http_connections,
         max_keepalive_connections=config.http_connections,
+        # Below uvicorn's 5 s keep-alive: reusing a connection the server is just closing
+        # fails the request with a ReadError, which is the client's race, not the server's.
+        keepalive_expiry=HTTP_KEEPALIVE_S,
     )
     began = clock()
     async with (
         httpx.AsyncClient(
             base_url=config.base_url, limits=limits, timeout=config.timeout_s, trust_env=False
         ) as http,
-        RssSampler(config.server_pid) as rss,
+        ServerSampler(config.server_pid) as server,
     ):
         shared = Shared(
             config=config,
@@ -99,12 +103,12 @@ async def run_loadtest(config: LoadtestConfig, *, stats: Stats | None = None) ->
         spacing = config.ramp_s / config.users
         try:
             await asyncio.gather(*(_life(user, n * spacing) for n, user in enumerate(users)))
-            rss.loaded = rss.sample()
+            server.mark_loaded()
             for user in users:
                 await user.verify()
         finally:
             await asyncio.gather(*(user.close() for user in users), return_exceptions=True)
-    if config.server_pid is not None and rss.before is None:
+    if config.server_pid is not None and server.before is None:
         notes.append(f"could not read /proc/{config.server_pid}/status: is the pid on this host?")
     if stats.runs_started < config.total_runs:
         notes.append(
@@ -114,7 +118,7 @@ async def run_loadtest(config: LoadtestConfig, *, stats: Stats | None = None) ->
         config,
         stats,
         violations,
-        rss,
+        server,
         clock() - began,
         source.description,
         nofile,

@@ -13,6 +13,8 @@ from corral.loadtest.connection import Shared, Slot, SlotState
 from corral.loadtest.metrics import clock
 from corral.loadtest.verify import CANARY_PREFIX, Kind
 
+HTTP_ATTEMPTS = 2
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -110,7 +112,7 @@ class SimulatedUser:
         body: dict[str, object] = {"agent": config.agent, "input": config.run_input(self.canary, k)}
         via = "http" if (k + self.index) % 2 == 0 else "ws"
         t0 = clock()
-        run_id = await (self._start_http(body) if via == "http" else self._start_ws(k, body))
+        run_id = await (self._start_http(body, k) if via == "http" else self._start_ws(k, body))
         if run_id is None:
             return
         record = RunRecord(run_id, via, t0)
@@ -128,24 +130,41 @@ class SimulatedUser:
         if outcome != "agent_completed":
             stats.error(f"run:{outcome}")
 
-    async def _start_http(self, body: dict[str, object]) -> str | None:
+    async def _start_http(self, body: dict[str, object], k: int) -> str | None:
+        """``POST /v1/runs``; a request lost in transport is retried once, safely: both carry
+        one ``Idempotency-Key``, so the retry returns the run the first one may have made.
+        """
         stats = self._stats
-        try:
-            response = await self._shared.http.post(
-                "/v1/runs", content=orjson.dumps(body), headers=self._headers
+        headers = {**self._headers, "Idempotency-Key": f"{self.user_id}/{k}"}
+        content = orjson.dumps(body)
+        for attempt in range(HTTP_ATTEMPTS):
+            try:
+                response = await self._shared.http.post(
+                    "/v1/runs", content=content, headers=headers
+                )
+            except httpx.TimeoutException:
+                stats.error("http:timeout")
+                return None
+            except httpx.TransportError as exc:
+                retried = attempt + 1 < HTTP_ATTEMPTS
+                stats.error(
+                    f"http:{type(exc).__name__}{':retried' if retried else ''}",
+                    f"POST /v1/runs of {self.user_id}: {exc!r} (cause {exc.__cause__!r})",
+                )
+                if retried:
+                    continue
+                return None
+            break
+        # 200: a retry found the run its first attempt made (Idempotency-Key).
+        if response.status_code not in (200, 202):
+            stats.error(
+                f"http:{response.status_code}:{_error_code(response.content)}",
+                f"POST /v1/runs of {self.user_id}: {response.content[:200]!r}",
             )
-        except httpx.TimeoutException:
-            stats.error("http:timeout")
-            return None
-        except httpx.HTTPError as exc:
-            stats.error(f"http:{type(exc).__name__}")
-            return None
-        if response.status_code != 202:
-            stats.error(f"http:{response.status_code}:{_error_code(response.content)}")
             return None
         run_id = _run_id(orjson.loads(response.content))
         if run_id is None:
-            stats.error("http:202_without_run_id")
+            stats.error(f"http:{response.status_code}_without_run_id")
         return run_id
 
     async def _start_ws(self, k: int, body: dict[str, object]) -> str | None:
@@ -160,6 +179,7 @@ class SimulatedUser:
             asyncio.get_running_loop().create_future()
         )
         self._accepts[ref] = accepted
+        slot.refs.add(ref)
         try:
             message = {"type": "start_run", "client_ref": ref, **body}
             if not await slot.send(orjson.dumps(message)):
@@ -172,6 +192,7 @@ class SimulatedUser:
                 return None
         finally:
             self._accepts.pop(ref, None)
+            slot.refs.discard(ref)
         if run is None:
             return None  # the server's error message was counted when it arrived
         run_id = _run_id(run)
@@ -191,7 +212,11 @@ class SimulatedUser:
         try:
             done = await asyncio.wait_for(waiter, self._config.timeout_s)
         except TimeoutError:
-            self._stats.error("timeout:run_completion")
+            self._stats.error(
+                "timeout:run_completion",
+                f"run {run_id} of {self.user_id}: no terminal event on every connection "
+                f"within {self._config.timeout_s:g} s",
+            )
             return None
         finally:
             self._waiters.pop(run_id, None)
@@ -250,11 +275,19 @@ class SimulatedUser:
             accepted.set_result(run if isinstance(run, dict) else None)
 
     def on_ws_error(self, msg: dict[str, object]) -> None:
-        self._stats.error(f"ws_error:{msg.get('code')}")
+        self._stats.error(f"ws_error:{msg.get('code')}", f"{self.user_id}: {msg}")
         ref = msg.get("client_ref")
         accepted = self._accepts.get(ref) if isinstance(ref, str) else None
         if accepted is not None and not accepted.done():
             accepted.set_result(None)
+
+    def abandon_starts(self, refs: set[str]) -> None:
+        """The socket that carried these ``start_run`` messages closed before accepting them."""
+        for ref in refs:
+            accepted = self._accepts.get(ref)
+            if accepted is not None and not accepted.done():
+                self._stats.error("ws_start:connection_lost", f"{self.user_id}: start_run {ref}")
+                accepted.set_result(None)
 
     def slot_failed(self, _slot: Slot) -> None:
         """A connection gave up: runs no longer wait for it (or for nothing, if none is left)."""

@@ -100,6 +100,7 @@ class RunTrack:
         "pending",
         "resyncing",
         "terminal_arrived",
+        "terminal_arrived_type",
         "terminal_seq",
         "terminal_type",
     )
@@ -113,7 +114,8 @@ class RunTrack:
         self.duplicates = 0
         self.terminal_seq: int | None = None
         self.terminal_type: str | None = None
-        self.terminal_arrived = False
+        self.terminal_arrived = 0  # seq of the first terminal event to arrive (0: none yet)
+        self.terminal_arrived_type = ""
         self.resyncing = False
 
     @property
@@ -190,7 +192,7 @@ class ConnectionVerifier:
             track.max_seq = seq
         first_terminal = kind in TERMINAL and not track.terminal_arrived
         if first_terminal:
-            track.terminal_arrived = True
+            track.terminal_arrived, track.terminal_arrived_type = seq, kind
         if seq == track.contiguous + 1:
             self._apply(run_id, track, seq, kind, call_id)
             pending = track.pending
@@ -245,8 +247,8 @@ class ConnectionVerifier:
             if not track.complete:
                 missing = _missing(track)
                 ending = (
-                    f"terminal {track.terminal_type} at seq {track.terminal_seq}"
-                    if track.terminal_seq is not None
+                    f"terminal {track.terminal_arrived_type} at seq {track.terminal_arrived}"
+                    if track.terminal_arrived
                     else "no terminal event"
                 )
                 self._report(
@@ -281,7 +283,7 @@ class ConnectionVerifier:
 
 def _missing(track: RunTrack) -> str:
     gaps: list[int] = []
-    expected_end = track.terminal_seq or track.max_seq
+    expected_end = track.terminal_arrived or track.max_seq
     for seq in range(track.contiguous + 1, expected_end + 1):
         if seq not in track.pending:
             gaps.append(seq)

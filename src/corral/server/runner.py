@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from corral import logs
 from corral.core.registry import AgentRegistry
@@ -53,13 +54,37 @@ def _unwrap(app: object) -> object:
     return app
 
 
+def bounded_websocket_protocol(max_buffered_bytes: int) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's WebSocket protocol with a small kernel send buffer and a hard drop.
+
+    The contract's bound on what a slow client costs covers bytes written to the socket but
+    not yet read; the kernel's send buffer would otherwise hold megabytes unseen by the
+    connection's own queue. And a peer that stops answering pings is aborted, not closed
+    gracefully: a graceful close never completes against a peer that does not read.
+    """
+    sndbuf = max(16 * 1024, min(max_buffered_bytes // 4, 256 * 1024))
+
+    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        def connection_made(self, transport: Any) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            super().connection_made(transport)
+
+        def keepalive_timeout(self) -> None:
+            super().keepalive_timeout()
+            self.transport.abort()
+
+    return BoundedWebSocketProtocol
+
+
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        ws="websockets-sansio",
+        ws=bounded_websocket_protocol(settings.ws_max_buffered_bytes),
         ws_max_size=settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,

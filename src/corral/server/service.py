@@ -33,7 +33,7 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: str = Field(min_length=1, max_length=64)
-    input: dict[str, JsonValue] = Field(default_factory=dict)
+    input: dict[str, JsonValue]
     thread_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)

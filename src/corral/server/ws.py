@@ -109,7 +109,10 @@ async def _authenticate(ws: WebSocket, runtime: Runtime) -> Identity | None:
             async with asyncio.timeout(runtime.settings.ws_auth_timeout_s):
                 message = await ws.receive()
         except TimeoutError:
-            await _refuse(ws, "unauthorized", 'authenticate within 10 s: send {"type": "auth"}')
+            limit = runtime.settings.ws_auth_timeout_s
+            await _refuse(
+                ws, "unauthorized", f'authenticate within {limit:g} s: send {{"type": "auth"}}'
+            )
             return None
         if message["type"] == "websocket.disconnect":
             return None
