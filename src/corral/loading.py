@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Iterable
 
 from corral.core.registry import AgentRegistry
@@ -19,6 +21,11 @@ def load_agents(specs: Iterable[str]) -> AgentRegistry:
     ``registry``.
     """
     registry = AgentRegistry()
+    # Like uvicorn's --app-dir ".": a module in the current folder is importable even when
+    # corral runs from its console script (whose folder, not the cwd, heads sys.path).
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     for spec in list(specs) or [BUILTIN]:
         _load_one(registry, spec)
     return registry

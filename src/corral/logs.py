@@ -50,3 +50,5 @@ def configure(level: str = "INFO", json: bool = False) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per WebSocket open and close drowns everything else under load.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

@@ -102,7 +102,12 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("%s failed: %s", step.__name__, type(exc).__name__)
+                log.warning(
+                    "%s failed: %s: %s",
+                    step.__name__,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                )
             await asyncio.sleep(interval)
 
     async def _consume(self) -> None:

@@ -266,7 +266,7 @@ class Conversation:
         if isinstance(exc, LLMRateLimited):
             why = "The model server is busy (HTTP 429)"
         elif isinstance(exc, LLMUnavailable):
-            why = "The model server did not answer"
+            why = "The model server could not be reached or did not answer"
         else:
             why = f"The model server failed (HTTP {exc.status_code or 'error'})"
         await self.ctx.think(
@@ -279,13 +279,14 @@ class Conversation:
         try:
             args = json.loads(call.arguments or "{}")
         except ValueError:
-            args = None
+            args = ValueError  # marks text that is not JSON (cut off by max_tokens, often)
         if call.name not in offered:
             result = {"error": f"there is no tool named {call.name!r}"}
             await self.ctx.think(f"The model asked for a tool that does not exist: {call.name}.")
         elif not isinstance(args, dict):
-            result = {"error": "the arguments must be a JSON object"}
-            await self.ctx.think(f"The model called {call.name} with arguments that are not JSON.")
+            problem = "are not valid JSON" if args is ValueError else "are not a JSON object"
+            result = {"error": f"the arguments {problem}"}
+            await self.ctx.think(f"The model called {call.name}, but its arguments {problem}.")
         else:
             preview = json.dumps(args, ensure_ascii=False)
             if len(preview) > _ARGS_PREVIEW:

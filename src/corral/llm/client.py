@@ -78,7 +78,6 @@ class ChatModel:
             ),
             transport=self._transport,
             follow_redirects=False,
-            trust_env=False,  # the endpoint is what CORRAL_LLM_BASE_URL says, not a proxy
         )
 
     @contextlib.asynccontextmanager
@@ -265,7 +264,7 @@ class ChatModel:
                     await on_text(text)
                 if builder.done:
                     break
-                if builder.tokens >= limit and not builder.finished:
+                if builder.tokens >= limit and builder.finish_reason is None:
                     # A server that ignores max_tokens: stop reading, as if it had stopped.
                     return _stopped(builder.result(), "length")
             else:
@@ -278,12 +277,21 @@ class ChatModel:
             raise type(exc)(
                 f"the model server at {self.display_url} sent a broken stream: {exc.message}"
             ) from None
-        if not builder.finished:
+        if builder.finish_reason is None:
+            # [DONE] or the end of the body without a finish_reason: cut short. (llama_cpp.server
+            # does this to a stream when another request arrives, unless told not to.)
             raise LLMProtocolError(
-                f"the stream from the model server at {self.display_url} ended before the "
-                "response was complete (no finish_reason and no [DONE]); check its logs"
+                f"the stream from the model server at {self.display_url} ended without a "
+                "finish_reason: the response was cut short. Check the server's logs; a "
+                "llama_cpp.server must run with --interrupt_requests false to serve requests "
+                "that overlap"
             )
-        return builder.result()
+        try:
+            return builder.result()
+        except LLMProtocolError as exc:
+            raise LLMProtocolError(
+                f"the model server at {self.display_url} sent a broken stream: {exc.message}"
+            ) from None
 
     async def _status_error(self, response: httpx.Response) -> LLMError:
         code = response.status_code

@@ -223,9 +223,9 @@ class CompletionBuilder:
         )
 
     @property
-    def finished(self) -> bool:
-        """True once the stream said it is complete (``[DONE]`` or a finish reason)."""
-        return self.done or self._finish_reason is not None
+    def finish_reason(self) -> str | None:
+        """Why the model stopped, once a chunk said so; None means the response is incomplete."""
+        return self._finish_reason
 
 
 def _snippet(text: str) -> str:

@@ -96,7 +96,8 @@ class ClusterStore(RunStore):
         cancels: dict[str, str] = {}
         until = time.time() + lease_s
         async with self.sessions() as session, session.begin():
-            for run_id, attempt in leases.items():
+            # Rows are locked in run_id order, as the event writer does: no deadlock.
+            for run_id, attempt in sorted(leases.items()):
                 result = await session.execute(
                     update(RunRow)
                     .where(

@@ -28,11 +28,20 @@ class _Pending:
     done: asyncio.Future[None]
 
 
+# Deadlock detected, serialization failure: the transaction lost a race; run it again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def database_away(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database could not be reached (worth waiting for)."""
+    """Whether ``exc`` is worth retrying: the database could not be reached, or the
+    transaction lost a race (deadlock, serialization) and will succeed when run again."""
     if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return bool(exc.connection_invalidated) or sqlstate in RETRYABLE_SQLSTATES
 
 
 class EventWriter:
@@ -211,7 +220,8 @@ class EventWriter:
         fenced: set[str] = set()
         async with self._engine.begin() as conn:
             plain = []
-            for run, seq in last_seq.items():
+            # Rows are locked in run_id order, as the lease renewal does: no deadlock.
+            for run, seq in sorted(last_seq.items()):
                 attempt = self._attempts.get(run)
                 if attempt is None:
                     plain.append({"b_run": run, "b_seq": seq})
