@@ -160,7 +160,7 @@ async def start_server(tmp_path: Path, database_url: str) -> AsyncIterator[Start
         return LiveServer(f"http://127.0.0.1:{port}", settings, app, server)
 
     yield start
-    for server, task in reversed(started):
+    for server, _task in reversed(started):
         server.should_exit = True
     for _server, task in reversed(started):
         with contextlib.suppress(Exception):

@@ -35,7 +35,7 @@ from corral.agents.calculator import (
         ("+5", 5),
         ("--5", 5),
         ("1.5 * 4", 6.0),
-        ("6 × 7", 42),  # noqa: RUF001 - the multiplication sign is what is being tested
+        ("6 × 7", 42),
         ("84 ÷ 2", 42.0),
         ("1_000 + 1", 1001),
         ("  12 * 7  ", 84),

@@ -18,20 +18,14 @@ import pytest
 from corral.loading import load_agents
 
 from .conftest import (
-    DONE,
-    Reply,
-    ScriptedModel,
-    Stream,
-    answer,
     chat_registry,
-    chunk,
     deltas,
-    free_port,
     llm_settings,
     run_chat,
     start_run,
     stream_events,
 )
+from .servers import DONE, Reply, ScriptedModel, Stream, answer, chunk, free_port
 
 Scripted = Callable[..., Awaitable[tuple[ScriptedModel, str]]]
 WAIT_S = 10.0
@@ -114,14 +108,29 @@ async def test_5xx_is_retried_then_ends_in_llm_error(start_server: Any, scripted
         (Stream([chunk("Hi"), "data: {not json", DONE]), "not JSON"),
         (Stream([chunk("Hi"), 'data: {"choices": 7}', DONE]), "chat-completions shape"),
         (Stream([chunk("Hi"), 'data: {"error": {"message": "boom"}}']), "boom"),
-        (Stream([chunk("Hi"), chunk(" there")]), "ended before the response was complete"),
+        (Stream([chunk("Hi"), chunk(" there")]), "cut short"),
+        (Stream([chunk("Hi"), DONE]), "--interrupt_requests false"),
         (Reply(200, '{"choices": []}', {"Content-Type": "application/json"}), "event stream"),
         (
-            Stream([chunk(tool_calls=[{"index": 0, "function": {"arguments": "{}"}}]), DONE]),
+            Stream(
+                [
+                    chunk(tool_calls=[{"index": 0, "function": {"arguments": "{}"}}]),
+                    chunk(finish="tool_calls"),
+                    DONE,
+                ]
+            ),
             "no function name",
         ),
     ],
-    ids=["not-json", "wrong-shape", "error-event", "cut-short", "not-a-stream", "nameless-tool"],
+    ids=[
+        "not-json",
+        "wrong-shape",
+        "error-event",
+        "cut-short",
+        "done-without-finish",
+        "not-a-stream",
+        "nameless-tool",
+    ],
 )
 async def test_a_malformed_stream_is_an_llm_error_not_a_crash(
     start_server: Any, scripted: Scripted, script: Any, expected: str

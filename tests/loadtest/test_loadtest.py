@@ -1,7 +1,9 @@
 """``corral loadtest`` against real servers: a correct one passes, a broken one is caught.
 
-The command runs as a child process (``python -m corral.cli loadtest``) against servers in
-this test's event loop, so what is tested is the tool a user runs, exit status included.
+The command runs as a child process (``python -m corral.cli loadtest``) against real servers
+in this test's event loop, so what is tested is the tool a user runs, exit status included;
+one test awaits the library entry point against a ``corral serve`` child process instead.
+The broken servers are in ``conftest.py`` beside this file.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ async def _wait_status(client: httpx.AsyncClient, run_id: str, wanted: set[str])
             await asyncio.sleep(0.05)
 
 
+async def _read_until_closed(ws: websockets.ClientConnection) -> None:
+    while True:
+        await ws.recv()
+
+
 async def _events(client: httpx.AsyncClient, run_id: str) -> list[dict]:
     resp = await client.get(f"/v1/runs/{run_id}/events")
     assert resp.status_code == 200
@@ -145,9 +150,7 @@ async def test_sigterm_closes_sockets_with_1001_and_lets_short_runs_finish(
         await _wait_status(http, long["run_id"], {"running"})
         proc.proc.send_signal(15)
         with pytest.raises(websockets.ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    await ws.recv()
+            await asyncio.wait_for(_read_until_closed(ws), 10)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1001
     assert await asyncio.to_thread(proc.proc.wait, 30) == 0

@@ -15,7 +15,8 @@ async def test_run_over_http_events_over_websocket(server) -> None:
         ready = orjson.loads(await ws.recv())
         assert ready == {"type": "ready", "user_id": "alice"}
         async with server.client("alice") as http:
-            resp = await http.post("/v1/runs", json={"agent": "echo", "input": {"message": "hi", "steps": 3}})
+            body = {"agent": "echo", "input": {"message": "hi", "steps": 3}}
+            resp = await http.post("/v1/runs", json=body)
             assert resp.status_code == 202, resp.text
             run_id = resp.json()["run_id"]
         events = []
