@@ -11,7 +11,7 @@ from corral.bus.redis import RedisEventBus
 from corral.core.context import UserExecutionContext
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.registry import AgentRegistry
-from corral.server.errors import NOT_FOUND_RUN, ApiError
+from corral.server.errors import ApiError
 from corral.server.service import RunRequest, RunService
 from corral.store.cluster import ClusterStore
 from corral.store.runs import RunRecord
@@ -19,8 +19,6 @@ from corral.store.writer import EventWriter
 from corral.worker import Worker, cancel_message
 
 log = logging.getLogger("corral.cluster")
-
-CANCEL_WAIT_S = 2.0
 
 
 class ClusterRunService(RunService):
@@ -79,23 +77,14 @@ class ClusterRunService(RunService):
             return True
         return False
 
-    async def cancel(self, user_id: str, run_id: str) -> RunRecord:
-        record = await self.store.get_run(user_id, run_id)
-        if record is None:
-            raise ApiError("not_found", NOT_FOUND_RUN)
-        if record.finished:
-            raise ApiError("conflict", f"the run has already finished ({record.status})")
-        if await self._cancel_active(user_id, run_id, "cancelled by the user"):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + CANCEL_WAIT_S
-            while loop.time() < deadline:  # answer with the final state when it comes soon
-                current = await self.store.get_run(user_id, run_id)
-                if current is not None:
-                    record = current
-                    if current.finished:
-                        break
-                await asyncio.sleep(0.05)
-        return record
+    async def _settled(self, run_id: str, timeout_s: float) -> None:
+        """Wait (bounded) until the run — on whichever worker — is finished in the store."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if await self.cluster_store.is_finished(run_id):
+                return
+            await asyncio.sleep(0.05)
 
     async def drain(self, grace_s: float) -> None:
         self.accepting = False

@@ -25,6 +25,7 @@ from corral.store.writer import EventWriter
 log = logging.getLogger("corral.runs")
 
 MAX_TIMEOUT_S = 24 * 3600.0
+CANCEL_WAIT_S = 2.0
 
 
 class RunRequest(BaseModel):
@@ -203,20 +204,27 @@ class RunService:
                 extra={"user_id": context.user_id, "run_id": context.run_id},
             )
 
-    async def cancel(self, user_id: str, run_id: str) -> RunRecord:
-        """Cancel the caller's run; 404 for a run that is not theirs, 409 once finished."""
+    async def cancel(self, user_id: str, run_id: str, *, wait: bool = True) -> RunRecord:
+        """Cancel the caller's run; 404 for a run that is not theirs, 409 once finished.
+
+        With ``wait``, answers with the run's final state when it ends within a moment (it
+        usually does), else with its state then.
+        """
         record = await self.store.get_run(user_id, run_id)
         if record is None:
             raise ApiError("not_found", NOT_FOUND_RUN)
         if record.finished:
             raise ApiError("conflict", f"the run has already finished ({record.status})")
-        if self.factory.cancel(user_id, run_id):
-            task = self._tasks.get(run_id)
-            if task is not None:
-                # Usually the run ends within milliseconds; answer with its final state then.
-                await asyncio.wait({task}, timeout=2.0)
+        if await self._cancel_active(user_id, run_id, "cancelled by the user") and wait:
+            await self._settled(run_id, CANCEL_WAIT_S)
             record = await self.store.get_run(user_id, run_id) or record
         return record
+
+    async def _settled(self, run_id: str, timeout_s: float) -> None:
+        """Wait (bounded) for this process's task of ``run_id`` to end."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=timeout_s)
 
     def active_runs(self) -> int:
         return len(self._tasks)

@@ -208,7 +208,9 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
                 "cancel_run needs a run_id",
                 details=[{"field": "run_id", "message": "required", "type": "missing"}],
             )
-        await runtime.service.cancel(user_id, run_id)
+        # Not waiting for the run to end: this socket keeps reading; the terminal event
+        # arrives on it like any other.
+        await runtime.service.cancel(user_id, run_id, wait=False)
     elif kind == "resume":
         await _resume(runtime, conn, doc)
     elif kind == "auth":

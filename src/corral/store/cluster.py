@@ -182,6 +182,11 @@ class ClusterStore(RunStore):
             row.attempt += 1
             return event
 
+    async def is_finished(self, run_id: str) -> bool:
+        async with self.sessions() as session:
+            status = await session.scalar(select(RunRow.status).where(RunRow.run_id == run_id))
+        return status is not None and RunStatus(status).finished
+
     async def queued_count(self, user_id: str) -> int:
         async with self.sessions() as session:
             n = await session.scalar(
