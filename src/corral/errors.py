@@ -15,8 +15,10 @@
     │   └── ToolCallError           a tool call ended in ``error`` or ``timeout``
     ├── OwnershipError              an object was handed to a component of another user
     ├── IllegalTransition           a lifecycle moved from a state it cannot leave that way
-    └── StoreError                  the database refused or is unreachable
-        └── FencedError             a writer lost ownership of a run (stale attempt)
+    ├── StoreError                  the database refused or is unreachable
+    │   └── FencedError             a writer lost ownership of a run (stale attempt)
+    └── LLMError                    a model endpoint failed (corral.llm.errors: unavailable,
+                                    rate limited, server error, rejected, protocol, limits)
 
 Each exception says what happened, what was expected, and what to do, and keeps the facts in
 attributes so callers never parse messages.

