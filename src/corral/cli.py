@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from corral.errors import ConfigurationError
+from corral.errors import ConfigurationError, ContextError
 
 app = typer.Typer(
     name="corral",
@@ -30,6 +32,16 @@ def _settings(**options: Any) -> Any:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             typer.echo(f"corral: invalid setting {field}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _configuration_errors() -> Iterator[None]:
+    """A setting that cannot work ends the command with its message and status 2."""
+    try:
+        yield
+    except (ConfigurationError, ContextError) as exc:
+        typer.echo(f"corral: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -78,11 +90,8 @@ def serve(
         log_level=log_level,
         executor=executor,
     )
-    try:
+    with _configuration_errors():
         run_server(settings)
-    except ConfigurationError as exc:
-        typer.echo(f"corral: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -108,11 +117,8 @@ def worker(
         log_json=log_json,
         log_level=log_level,
     )
-    try:
+    with _configuration_errors():
         run_worker(settings)
-    except ConfigurationError as exc:
-        typer.echo(f"corral: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -129,12 +135,9 @@ def token(
     from corral.settings import load_secret
 
     settings = _settings(data_dir=data_dir)
-    try:
+    with _configuration_errors():
         secret = load_secret(settings)
         typer.echo(issue_token(secret, user, ttl_s=ttl, roles=tuple(role or ())))
-    except (ConfigurationError, ValueError) as exc:
-        typer.echo(f"corral: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
