@@ -394,9 +394,16 @@ async def test_resume_of_a_run_larger_than_the_buffer_bound_is_delivered_in_full
     The replay goes at the socket's pace; the client is not a slow consumer and gets it all.
     """
     server = await start_server(ws_max_buffered_bytes=64 * 1024)
+    # The run is made while no socket of the user is open (an agent may emit a burst far
+    # over the bound faster than anyone reads): only the replay is under test here.
+    async with server.client("uma") as http:
+        body = {"agent": "echo", "input": {"message": "u" * 8000, "steps": 20}}  # ~0.5 MB
+        run_id = (await http.post("/v1/runs", json=body)).json()["run_id"]
+        async with http.stream("GET", f"/v1/runs/{run_id}/stream") as stream:
+            async for _ in stream.aiter_bytes():
+                pass
+    live = await stored_events(server, "uma", run_id)
     async with connect_as(server, "uma") as ws:
-        run_id = await start_run(ws, {"message": "u" * 8000, "steps": 20})  # ~0.5 MB
-        live = (await collect_runs(ws, {run_id}))[run_id]
         await send(ws, {"type": "resume", "run_id": run_id, "after": 0})
         await send(ws, {"type": "ping"})
         replayed = []

@@ -72,8 +72,10 @@ class Connection:
         self._on_sent = on_sent
         self._queue: deque[tuple[bytes, Event | None]] = deque()
         self._buffered = 0
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()  # set whenever a frame is written or it closes
+        # The idle writer waits on a bare future (an asyncio.Event carries its own waiter
+        # deque: ~0.7 KiB per idle socket); ``_drained`` exists only once a replay waits.
+        self._wakeup: asyncio.Future[None] | None = None
+        self._drained: asyncio.Event | None = None  # set when a frame is written or it closes
         self._holds: dict[str, list[tuple[Event, bytes]]] = {}
         self._held_count = 0
         self._writer: asyncio.Task[None] | None = None
@@ -128,8 +130,17 @@ class Connection:
             return False
         self._queue.append((payload, event))
         self._buffered += len(payload)
-        self._wakeup.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _signal_drained(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
 
     async def wait_for_room(self, size: int) -> bool:
         """Wait until ``size`` more bytes fit in half the bound, or nothing is queued.
@@ -143,6 +154,8 @@ class Connection:
         while self.state is ConnectionState.OPEN:
             if not self._queue or self._buffered + size <= self._max_bytes // 2:
                 return True
+            if self._drained is None:
+                self._drained = asyncio.Event()
             self._drained.clear()
             await self._drained.wait()
         return False
@@ -179,7 +192,7 @@ class Connection:
         self._buffered = 0
         self._holds.clear()
         self._held_count = 0
-        self._drained.set()
+        self._signal_drained()
         asyncio.get_running_loop().create_task(self._close_transport(code, reason))
 
     async def _close_transport(self, code: int, reason: str) -> None:
@@ -189,8 +202,8 @@ class Connection:
             log.debug("transport close failed", exc_info=True)
         finally:
             self.state = ConnectionState.CLOSED
-            self._wakeup.set()
-            self._drained.set()
+            self._wake()
+            self._signal_drained()
             self.closed.set()
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -210,16 +223,19 @@ class Connection:
         self._buffered = 0
         self._holds.clear()
         self._held_count = 0
-        self._wakeup.set()
-        self._drained.set()
+        self._wake()
+        self._signal_drained()
         self.closed.set()
 
     async def _write_loop(self) -> None:
         try:
             while self.state is ConnectionState.OPEN:
                 if not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    waiter = self._wakeup = asyncio.get_running_loop().create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._wakeup = None
                     continue
                 payload, event = self._queue[0]
                 await self._transport.send(payload)
@@ -227,9 +243,10 @@ class Connection:
                 if self._queue and self._queue[0][0] is payload:
                     self._queue.popleft()
                     self._buffered -= len(payload)
-                    self._drained.set()
+                    self._signal_drained()
                 if event is not None and self._on_sent is not None:
                     self._on_sent(event)
+                del payload, event  # an idle connection keeps no sent frame alive
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -48,12 +48,21 @@ class RunStatus(enum.StrEnum):
 
 def now_ts() -> str:
     """UTC now with microseconds and a ``Z``: ``2026-11-27T02:54:31.123456Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is about twice as fast as strftime, and this runs once per event; with
+    # timespec="microseconds" it always writes six digits, then "+00:00", swapped for "Z".
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+_COPY_BELOW = 2048  # bytes; see dumps
 
 
 def dumps(value: Any) -> bytes:
     """The one JSON serializer: orjson, non-str dict keys allowed, UTC datetimes with ``Z``."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+    data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+    # orjson's result keeps its whole output buffer: ~4 KiB of memory for a 200-byte event.
+    # Events are held (queued per connection, pending in the writer, held for a replay) and
+    # the connection bound counts len(payload), so a small one is copied to its real size.
+    return bytes(memoryview(data)) if len(data) < _COPY_BELOW else data
 
 
 def loads(data: bytes | str) -> Any:

@@ -180,10 +180,17 @@ class RunStore:
             try:
                 await session.flush()
             except IntegrityError:
-                await session.rollback()
                 if idempotency is None:
                     raise
-                return await self._idempotency_race(user_id, idempotency), False
+                await session.rollback()
+                raced = True
+            else:
+                raced = False
+        if raced:
+            # Another request with the same key won; answer with its run. (Outside the
+            # first session: SQLite runs on a single pooled connection.)
+            assert idempotency is not None
+            return await self._idempotency_race(user_id, idempotency), False
         return RunRecord.from_row(row), True
 
     async def find_idempotent(self, user_id: str, key: str, request_hash: str) -> RunRecord | None:

@@ -64,6 +64,7 @@ class EventWriter:
         publish: Publish,
         *,
         max_batch: int = 1024,
+        max_backlog: int = 1024,
         retry_for_s: float | None = None,
         close_timeout_s: float = 15.0,
         on_committed: Callable[[list[Event]], None] | None = None,
@@ -75,6 +76,8 @@ class EventWriter:
         self._close_timeout_s = close_timeout_s
         self._on_committed = on_committed
         self._pending: list[_Pending] = []
+        self._max_backlog = max_backlog
+        self._accepted: asyncio.Future[None] | None = None  # a done future, reused
         self._attempts: dict[str, int] = {}  # run_id -> attempt, for fenced writers
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -92,12 +95,25 @@ class EventWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-writer")
 
     def emit(self, event: Event) -> asyncio.Future[None]:
+        """Accept ``event``; the returned future resolves when the emitter may go on.
+
+        Pipelined: a run does not wait for each event's commit — that would allow one event
+        per run per commit — but only for its terminal event (so a finished run is stored
+        when its engine returns) and whenever the backlog is over ``max_backlog`` (the
+        backpressure). Delivery still always follows the commit.
+        """
         if self._closing:
             raise StoreError("the event writer is closed")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Pending(event, event.to_json(), done))
         self._wakeup.set()
-        return done
+        if event.terminal or len(self._pending) > self._max_backlog:
+            return done
+        if self._accepted is None:
+            self._accepted = loop.create_future()
+            self._accepted.set_result(None)
+        return self._accepted
 
     def fence(self, run_id: str, attempt: int) -> None:
         """Write ``run_id``'s events only while its stored attempt is ``attempt``.
