@@ -28,7 +28,7 @@ from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
 from corral.loading import load_agents
 from corral.metrics import Metrics
-from corral.server.errors import ApiError, details_from
+from corral.server.errors import ApiError
 from corral.server.service import RunService
 from corral.settings import Settings, load_secret
 from corral.store.database import ping
@@ -291,4 +291,4 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-__all__ = ["Runtime", "create_app", "details_from"]
+__all__ = ["Runtime", "create_app"]
