@@ -81,12 +81,15 @@ async def open_parts(
         )
     registry.freeze()
     db = create_engine(url)
+    reader = create_engine(url, readers=True) if is_sqlite(url) else db
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
+        if reader is not db:
+            stack.push_async_callback(reader.dispose)
         for lifespan in registry.lifespans():
             await stack.enter_async_context(lifespan())
         await migrate(db)
-        store: RunStore = ClusterStore(db) if clustered else RunStore(db)
+        store: RunStore = ClusterStore(db, reader) if clustered else RunStore(db, reader)
         if not clustered:
             interrupted = await store.interrupt_unfinished(
                 message="the server stopped before the run finished"

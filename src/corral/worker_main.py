@@ -38,4 +38,9 @@ def run_worker(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve_worker(settings, stop)
 
-    asyncio.run(main())
+    try:
+        import uvloop  # installed with uvicorn[standard]; uvicorn uses it for `corral serve`
+    except ImportError:  # pragma: no cover - uvloop is absent on some platforms
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import Request
+from starlette.routing import WebSocketRoute
 
 from corral.assembly import open_parts
 from corral.core.bus import EventBus
@@ -199,7 +200,9 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
     from corral.server.ws import websocket_endpoint
 
     app.include_router(router)
-    app.add_api_websocket_route("/v1/ws", websocket_endpoint)
+    # A plain Starlette route: FastAPI's dependency machinery per socket costs ~4 KiB of
+    # every idle connection (bench/README.md, idle suite) and the endpoint needs none of it.
+    app.router.routes.append(WebSocketRoute("/v1/ws", websocket_endpoint))
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)

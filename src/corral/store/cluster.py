@@ -183,12 +183,12 @@ class ClusterStore(RunStore):
             return event
 
     async def is_finished(self, run_id: str) -> bool:
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             status = await session.scalar(select(RunRow.status).where(RunRow.run_id == run_id))
         return status is not None and RunStatus(status).finished
 
     async def queued_count(self, user_id: str) -> int:
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             n = await session.scalar(
                 select(func.count()).where(
                     RunRow.user_id == user_id, RunRow.status == RunStatus.QUEUED.value
@@ -205,7 +205,7 @@ class ClusterStore(RunStore):
             "%Y-%m-%dT%H:%M:%S.%fZ"
         )
         running = RunRow.status == RunStatus.RUNNING.value
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             first_per_thread = (
                 select(func.min(RunRow.id))
                 .where(RunRow.status == RunStatus.QUEUED.value)

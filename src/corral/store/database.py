@@ -27,11 +27,15 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, readers: bool = False) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
     SQLite: the file's folder is created, WAL journal and ``synchronous=NORMAL`` are set on
-    every connection, and a busy timeout lets readers and the one writer share the file.
+    every connection, and a busy timeout covers the rare wait. The writing engine has ONE
+    connection — SQLite has one writer, and pooled connections contending for it sleep in the
+    busy handler (measured: half the runs/s and three times the p99, bench/README.md). With
+    ``readers=True`` it is a pool of read-only connections beside it: WAL lets them read while
+    the writer writes, so reads do not queue behind writes.
     """
     try:
         parsed = make_url(url)
@@ -43,10 +47,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             raise ConfigurationError("use a sqlite+aiosqlite:// URL for SQLite")
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # One connection: SQLite has one writer, and pooled connections contending for it
-        # sleep in the busy handler (measured: half the runs/s, p99 x3 — bench/README.md).
+        size = 4 if readers else 1
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+            url, connect_args={"timeout": 30}, pool_size=size, max_overflow=0, pool_timeout=60
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -56,6 +59,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if readers:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         return engine

@@ -115,9 +115,13 @@ def decode_cursor(cursor: str) -> int | None:
 class RunStore:
     """Owner-scoped access to runs, threads and events. One session per call, never shared."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Reads that never write go to ``read_engine`` (SQLite: a read-only pool beside the
+        # one writing connection); on PostgreSQL it is the same engine.
+        self.read_engine = read_engine or engine
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     # -- creating ---------------------------------------------------------------------------
 
@@ -240,7 +244,7 @@ class RunStore:
         """The run if ``user_id`` owns it; None for a missing run *and* for another's."""
         if _unstorable(run_id):
             return None
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             row = await session.scalar(
                 select(RunRow).where(RunRow.run_id == run_id, RunRow.user_id == user_id)
             )
@@ -265,7 +269,7 @@ class RunStore:
         if cursor is not None:
             query = query.where(RunRow.id < cursor)
         query = query.order_by(RunRow.id.desc()).limit(limit + 1)
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             rows = list(await session.scalars(query))
         more = len(rows) > limit
         rows = rows[:limit]
@@ -273,7 +277,7 @@ class RunStore:
         return [RunRecord.from_row(r) for r in rows], next_cursor
 
     async def unfinished_runs_of_thread(self, user_id: str, thread_id: str) -> list[str]:
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             rows = await session.scalars(
                 select(RunRow.run_id)
                 .where(
@@ -290,7 +294,7 @@ class RunStore:
     ) -> list[RunRecord]:
         """Earlier runs of the caller's thread (any status), oldest first, made before
         ``before_run``."""
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             anchor = await session.scalar(
                 select(RunRow.id).where(RunRow.run_id == before_run, RunRow.user_id == user_id)
             )
@@ -306,7 +310,7 @@ class RunStore:
         """Stored events (wire JSON) of the caller's run, ``seq > after``; None if not theirs."""
         if _unstorable(run_id):
             return None
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             owner = await session.scalar(select(RunRow.user_id).where(RunRow.run_id == run_id))
             if owner != user_id:
                 return None
@@ -319,7 +323,7 @@ class RunStore:
             return [r.encode() for r in rows]
 
     async def counts(self) -> dict[str, int]:
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             query = select(RunRow.status, func.count()).group_by(RunRow.status)
             rows = await session.execute(query)
             return {status: int(n) for status, n in rows.all()}
