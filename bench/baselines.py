@@ -146,18 +146,15 @@ def serve_runs(port: int) -> None:
         access_log=False,
         lifespan="off",
     )
-    server = uvicorn.Server(config)
 
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.02)
-        print(f"listening on {port}", flush=True)
-        await task
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            print(f"listening on {port}", flush=True)  # the harness waits for this line
 
     import uvloop
 
-    uvloop.run(main())
+    uvloop.run(Server(config).serve())
 
 
 async def serve_fanout(port: int) -> None:

@@ -45,10 +45,18 @@ def token(secret: str, user: str, ttl_s: int = 3600) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time()) + ttl_s}, secret, algorithm="HS256")
 
 
+_issued_ports: set[int] = set()  # servers may be started side by side: never hand one out twice
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in _issued_ports:
+            _issued_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
 
 
 def raise_fd_limit() -> int:
@@ -152,7 +160,7 @@ class Child:
 
 
 def _unlimited_fds() -> None:  # runs in the child before exec
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 

@@ -15,11 +15,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from harness import HOST, CpuMeter, percentile, token
+from harness import HOST, CpuMeter, percentile, rss_kib, token
 from wire import HttpClient, WsClient, connect_many
 
 STARTED = b'{"type":"agent_started"'
 TERMINAL = (b'{"type":"agent_completed"', b'{"type":"agent_error"', b'{"type":"agent_cancelled"')
+
+
+class Countdown:
+    """Set once ``tick`` was called ``n`` times: waiting for many sockets without polling."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.event = asyncio.Event()
+        if n <= 0:
+            self.event.set()
+
+    def tick(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True once done; False if ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.event.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
@@ -37,9 +61,10 @@ class Endpoint:
 class Watcher:
     """Matches one socket's frames to runs by ``run_id``."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready: Countdown | None = None) -> None:
         self.runs: dict[str, _Run] = {}
         self.frames = 0
+        self.ready = ready  # ticked by the first frame ("ready")
 
     def run(self, run_id: str) -> _Run:
         entry = self.runs.get(run_id)
@@ -51,6 +76,8 @@ class Watcher:
 
     def on_message(self, payload: bytes, now: float) -> None:
         self.frames += 1
+        if self.frames == 1 and self.ready is not None:
+            self.ready.tick()
         if payload.startswith(STARTED):
             self.run(orjson.loads(payload)["run_id"]).started = now
         elif payload.startswith(TERMINAL):
@@ -133,21 +160,25 @@ async def closed_loop(
     measured numbers of the window after ``warmup_s``.
     """
     tokens = [token(secret, f"{user_prefix}-{i}") for i in range(users)]
-    watchers = [Watcher() for _ in range(users)]
+    ready = Countdown(users)
+    watchers = [Watcher(ready) for _ in range(users)]
 
     async def open_socket(i: int) -> WsClient:
         ep = ws_endpoints[i % len(ws_endpoints)]
-        return await WsClient.connect(ep.host, ep.port, token=tokens[i], on_message=watchers[i].on_message)
+        return await WsClient.connect(
+            ep.host, ep.port, token=tokens[i], on_message=watchers[i].on_message
+        )
 
     sockets = await connect_many(users, open_socket, concurrency=connect_concurrency)
     # Every socket must be subscribed ("ready" seen) before its user's first run starts.
-    deadline = time.perf_counter() + 30
-    while any(w.frames == 0 for w in watchers) and time.perf_counter() < deadline:
-        await asyncio.sleep(0.01)
+    await ready.wait(30.0)
     if on_connected is not None:
         on_connected()
     https = [
-        HttpClient(post_endpoints[i % len(post_endpoints)].host, post_endpoints[i % len(post_endpoints)].port)
+        HttpClient(
+            post_endpoints[i % len(post_endpoints)].host,
+            post_endpoints[i % len(post_endpoints)].port,
+        )
         for i in range(users)
     ]
     body = {"agent": "echo", "input": run_input}
@@ -173,6 +204,7 @@ async def closed_loop(
     for task in done:
         if task.exception() is not None:
             stats.errors[type(task.exception()).__name__] += 1
+    rss_end = sum(rss_kib(p) for p in server_pids or [])
     for http in https:
         http.close()
     await asyncio.gather(*(s.close(2.0) for s in sockets), return_exceptions=True)
@@ -189,6 +221,7 @@ async def closed_loop(
         "complete_p50_ms": _r(percentile(cs, 50)),
         "complete_p99_ms": _r(percentile(cs, 99)),
         "errors": dict(stats.errors),
+        "rss_end_kib": rss_end,
         **meter.as_dict(),
     }
 

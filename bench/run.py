@@ -8,7 +8,6 @@ compares against the baseline in the same run, prints a table and writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 import time
@@ -17,7 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Result, Target, console, raise_fd_limit, targets_table  # noqa: E402
+import harness
+from harness import Result, Target, console, raise_fd_limit, targets_table
 
 SUITES = ("runs", "fanout", "idle", "scaling", "cluster")
 
@@ -39,8 +39,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--levels", default="", help="scaling: comma-separated user counts (1,10,100,1000)"
     )
+    parser.add_argument(
+        "--think", type=float, default=None, help="scaling: seconds between a user's runs (5)"
+    )
     parser.add_argument("--profile", action="store_true", help="sample corral with py-spy")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    parser.add_argument(
+        "--results", default="", help="write the JSON here instead of bench/results/"
+    )
     args = parser.parse_args(argv)
     args.suites = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.suites) - set(SUITES)
@@ -65,6 +71,8 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
 
 def main() -> None:
     args = parse()
+    if args.results:
+        harness.RESULTS = Path(args.results).resolve()
     raise_fd_limit()
     import uvloop
 

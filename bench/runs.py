@@ -10,6 +10,7 @@ closed loop against corral gives the bare HTTP round trip too.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 from harness import (
@@ -31,17 +32,19 @@ RUN_INPUT = {"message": "bench", "steps": 1}
 
 async def main(args: argparse.Namespace) -> Result:
     users = args.users or (20 if args.quick else 50)
-    duration = args.duration or (3.0 if args.quick else 10.0)
+    duration = args.duration or (2.0 if args.quick else 10.0)
     reps = args.reps or (1 if args.quick else 3)
-    warmup = 1.0 if args.quick else 2.0
+    warmup = 0.5 if args.quick else 2.0
     secret = new_secret()
     result = Result(
         "runs",
         {"users": users, "duration_s": duration, "repetitions": reps, "input": RUN_INPUT},
     )
     with workdir(args.keep) as work:
-        corral = corral_serve(secret, work)
-        base = baseline_server("runs", secret, work)
+        corral, base = await asyncio.gather(
+            asyncio.to_thread(corral_serve, secret, work),
+            asyncio.to_thread(baseline_server, "runs", secret, work),
+        )
         with running(corral, base):
             if args.profile:
                 from profiling import Profiler
@@ -100,14 +103,18 @@ def _summarize(result: Result) -> None:
         f"runs — medians of {result.params['repetitions']} repetition(s), "
         f"{result.params['users']} users, {result.params['duration_s']:g} s each",
         ("server", "runs/s", "start p50 ms", "start p99 ms", "complete p50 ms", "server CPU %"),
-        [
-            (name, *(fmt(summary[name][k]) for k in keys))
-            for name in ("corral", "baseline")
-        ],
+        [(name, *(fmt(summary[name][k]) for k in keys)) for name in ("corral", "baseline")],
     )
     if floor:
         table(
             "HTTP floor: GET /healthz on corral, same users",
             ("", "requests/s", "p50 ms", "p99 ms"),
-            [("corral /healthz", fmt(floor["requests_per_s"]), fmt(floor["p50_ms"], 2), fmt(floor["p99_ms"], 2))],
+            [
+                (
+                    "corral /healthz",
+                    fmt(floor["requests_per_s"]),
+                    fmt(floor["p50_ms"], 2),
+                    fmt(floor["p99_ms"], 2),
+                )
+            ],
         )

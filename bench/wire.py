@@ -38,9 +38,24 @@ class HttpClient:
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
+        reused = self._writer is not None and not self._writer.is_closing()
+        try:
+            return await self._request(method, path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            # The server closed an idle kept-alive connection before reading this request
+            # (nothing of the answer arrived): send it again once on a new connection.
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            self.close()
+            return await self._request(method, path, body, headers)
+
+    async def _request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None
+    ) -> tuple[int, bytes]:
         if self._writer is None or self._writer.is_closing():
             await self._connect()
-        assert self._reader is not None and self._writer is not None
+        assert self._reader is not None
+        assert self._writer is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
@@ -156,12 +171,14 @@ class WsClient(asyncio.Protocol):
             status = bytes(buf[9:12])
             del buf[: end + 4]
             if status != b"101":
-                self.opened.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
+                if not self.opened.done():  # done: the caller gave up waiting
+                    self.opened.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
                 assert self._transport is not None
                 self._transport.close()
                 return
             self._handshaken = True
-            self.opened.set_result(None)
+            if not self.opened.done():
+                self.opened.set_result(None)
         pos, size = 0, len(buf)
         while size - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
