@@ -14,6 +14,23 @@ from typing import Any
 
 from corral.server.auth import issue_token
 
+# The run object of contract §3: exactly these keys.
+RUN_FIELDS = frozenset(
+    {
+        "run_id",
+        "thread_id",
+        "agent",
+        "status",
+        "input",
+        "output",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "last_seq",
+    }
+)
+
 # -- subprocess servers -----------------------------------------------------------------------
 
 

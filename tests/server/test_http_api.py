@@ -11,21 +11,8 @@ from typing import Any
 
 import httpx
 
-from support import check_run_events
+from support import RUN_FIELDS, check_run_events
 
-RUN_FIELDS = {
-    "run_id",
-    "thread_id",
-    "agent",
-    "status",
-    "input",
-    "output",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "last_seq",
-}
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
 TERMINAL_EVENTS = {"agent_completed", "agent_error", "agent_cancelled"}
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

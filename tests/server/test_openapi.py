@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support import RUN_FIELDS
+
 # The document is made from the code alone; one database is enough to serve it.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -27,19 +29,6 @@ CONTRACT_OPERATIONS = {
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
-}
-RUN_FIELDS = {
-    "run_id",
-    "thread_id",
-    "agent",
-    "status",
-    "input",
-    "output",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "last_seq",
 }
 ERROR_CODES = {
     "unauthorized",
