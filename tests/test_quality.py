@@ -53,3 +53,45 @@ def test_ci_runs_the_readme_test_command() -> None:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_ci_script_is_valid_bash() -> None:
     assert _run("bash", "-n", ".ci/run").returncode == 0
+
+
+def test_every_third_party_import_of_the_package_is_a_declared_dependency() -> None:
+    """What src/corral imports is in pyproject's dependencies — not merely installed because
+    a test extra brought it (pydantic-settings once came only with llama-cpp-python)."""
+    import ast
+    import importlib.metadata as md
+    import re as _re
+    import sys as _sys
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def name_of(req: str) -> str:
+        return _re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    declared = set()
+    for dep in project["dependencies"]:
+        declared.add(name_of(dep))
+        # An extra we ask for (uvicorn[standard], sqlalchemy[asyncio]) brings its packages.
+        extras = set(_re.findall(r"\[([^\]]*)\]", dep)[0].split(",")) if "[" in dep else set()
+        for req in md.requires(name_of(dep)) or ():
+            marker = _re.search(r"extra == \"([^\"]+)\"", req)
+            if marker is None or marker.group(1) in extras:
+                declared.add(name_of(req))
+    owners = md.packages_distributions()
+    missing = set()
+    for path in (REPO / "src" / "corral").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in _sys.stdlib_module_names or top == "corral":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & declared:
+                    missing.add(f"{top} ({path.relative_to(REPO)})")
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
