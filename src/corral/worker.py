@@ -12,7 +12,6 @@ from typing import Any
 from corral.bus.queue import RedisRunQueue
 from corral.bus.redis import RedisEventBus
 from corral.core.context import UserExecutionContext, new_id
-from corral.core.engine import ThreadHistory
 from corral.core.factory import ExecutionEngineFactory
 from corral.store.cluster import Claim, ClusterStore
 from corral.store.runs import RunRecord
@@ -244,4 +243,4 @@ def cancel_message(run_id: str, reason: str) -> bytes:
     return CANCEL_PREFIX + f"{run_id}\n{reason}".encode()
 
 
-__all__ = ["ThreadHistory", "Worker", "cancel_message"]
+__all__ = ["Worker", "cancel_message"]

@@ -18,7 +18,7 @@ from corral.core.events import (
     Event,
     EventType,
     RunStatus,
-    dumps,
+    plain_json,
     redact,
     redact_text,
     terminal_status,
@@ -226,7 +226,7 @@ class IsolatedExecutionEngine:
 
     async def _run(self, agent: str, input: Any) -> RunOutcome:
         if self.cancel_reason is not None:
-            await self._finish(EventType.AGENT_CANCELLED, {"reason": self.cancel_reason})
+            await self.emit(EventType.AGENT_CANCELLED, {"reason": self.cancel_reason})
             return RunOutcome(RunStatus.CANCELLED)
         started = time.perf_counter()
         await self.emit(EventType.AGENT_STARTED, {"agent": agent})
@@ -234,9 +234,9 @@ class IsolatedExecutionEngine:
             spec = self._registry.get_agent(agent)
             parsed = spec.input_model.model_validate(input)
         except UnknownAgentError as exc:
-            return await self._fail("unknown_agent", str(exc), started)
+            return await self._fail_with("unknown_agent", str(exc), started)
         except ValidationError as exc:
-            return await self._fail("validation_error", _short(exc), started)
+            return await self._fail_with("validation_error", _short(exc), started)
         # The request's timeout, else the agent's own, else the server's default.
         timeout_s = next(
             (t for t in (self._timeout_s, spec.timeout_s, self._default_timeout_s) if t),
@@ -252,14 +252,14 @@ class IsolatedExecutionEngine:
         except asyncio.CancelledError:
             await self._stop_agent()
             await _emit_even_if_cancelled(
-                self._finish_error("interrupted", "the server stopped during the run", started)
+                self._fail_with("interrupted", "the server stopped during the run", started)
             )
             raise
         if not done:
             await self._stop_agent()
             if self.cancel_reason is None:
                 msg = f"the run did not finish within its {timeout_s:g} s timeout"
-                return await self._fail("timeout", msg, started)
+                return await self._fail_with("timeout", msg, started)
         return await self._settle(started)
 
     async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
@@ -280,53 +280,36 @@ class IsolatedExecutionEngine:
             if not task.cancelled():
                 task.exception()  # retrieved: whatever it raised is superseded
             reason = self.cancel_reason or "cancelled"
-            await self._finish(EventType.AGENT_CANCELLED, {"reason": reason})
+            await self.emit(EventType.AGENT_CANCELLED, {"reason": reason})
             return RunOutcome(RunStatus.CANCELLED)
         exc = task.exception()
         if exc is None:
             try:
-                output = redact(_plain_json(task.result()))
+                output = redact(plain_json(task.result()))
             except TypeError as err:
-                return await self._fail("invalid_output", str(err), started)
+                return await self._fail_with("invalid_output", f"the agent's output is {err}", started)
             duration = _ms(started)
-            await self._finish(
-                EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
-            )
+            await self.emit(EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration})
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
         if isinstance(exc, AgentFailed):
-            return await self._fail(exc.error_type, exc.message, started)
+            return await self._fail_with(exc.error_type, exc.message, started)
         if isinstance(exc, ToolCallError):
-            return await self._fail("tool_error", str(exc), started)
+            return await self._fail_with("tool_error", str(exc), started)
         log.warning(
             "agent raised %s",
             type(exc).__name__,
             extra={"user_id": self.context.user_id, "run_id": self.context.run_id},
         )
-        return await self._fail("agent_error", f"{type(exc).__name__}: {exc}", started)
+        return await self._fail_with("agent_error", f"{type(exc).__name__}: {exc}", started)
 
-    async def _fail(self, type_: str, message: str, started: float) -> RunOutcome:
-        return await self._finish_error(type_, message, started)
-
-    async def _finish_error(self, type_: str, message: str, started: float) -> RunOutcome:
+    async def _fail_with(self, type_: str, message: str, started: float) -> RunOutcome:
         error = {"type": type_, "message": redact_text(message)[:2000]}
-        await self._finish(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
+        await self.emit(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
         return RunOutcome(terminal_status(EventType.AGENT_ERROR, {"error": error}), error=error)
-
-    async def _finish(self, type_: EventType, data: dict[str, Any]) -> None:
-        await self.emit(type_, data)
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _plain_json(value: Any) -> Any:
-    from corral.core.events import loads
-
-    try:
-        return loads(dumps(value))
-    except TypeError as exc:
-        raise TypeError(f"the agent returned a value that is not JSON: {exc}") from None
 
 
 def _short(exc: ValidationError) -> str:

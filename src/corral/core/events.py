@@ -69,6 +69,17 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` round-tripped through the serializer, so events hold plain JSON values only.
+
+    Raises :class:`TypeError` naming what cannot be serialized.
+    """
+    try:
+        return orjson.loads(dumps(value))
+    except TypeError as exc:
+        raise TypeError(f"not JSON-serializable: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event of one run. ``user_id`` is the owner: routing metadata, never serialized."""

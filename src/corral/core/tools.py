@@ -8,11 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from corral.core.context import UserExecutionContext
-from corral.core.events import EventType, redact, redact_text
+from corral.core.events import EventType, plain_json, redact, redact_text
 from corral.core.registry import AgentRegistry
 from corral.errors import ToolCallError, UnknownToolError
 
@@ -122,22 +121,14 @@ class UnifiedToolExecutionEngine:
             message = redact_text(f"{type(exc).__name__}: {exc}")
             return "error", None, {"type": "tool_error", "message": message}
         try:
-            return "success", redact(_jsonable(raw)), None
+            return "success", redact(plain_json(raw)), None
         except TypeError as exc:
             return "error", None, {"type": "invalid_result", "message": str(exc)}
 
 
-def _jsonable(value: Any) -> Any:
-    """Round-trip through the serializer so events hold plain JSON values only."""
-    try:
-        return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
-    except TypeError as exc:
-        raise TypeError(f"not JSON-serializable: {exc}") from None
-
-
 def _jsonable_or_repr(value: dict[str, Any]) -> Any:
     try:
-        return _jsonable(value)
+        return plain_json(value)
     except TypeError:
         return {k: repr(v) for k, v in value.items()}
 

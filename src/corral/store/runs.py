@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -322,17 +322,9 @@ class RunStore:
             )
             return [r.encode() for r in rows]
 
-    async def counts(self) -> dict[str, int]:
-        async with self.read_sessions() as session:
-            query = select(RunRow.status, func.count()).group_by(RunRow.status)
-            rows = await session.execute(query)
-            return {status: int(n) for status, n in rows.all()}
-
     # -- recovery -----------------------------------------------------------------------------
 
-    async def interrupt_unfinished(
-        self, *, message: str, where_attempt_below: int | None = None
-    ) -> list[Event]:
+    async def interrupt_unfinished(self, *, message: str) -> list[Event]:
         """End every queued or running run with ``agent_error`` of type ``interrupted``.
 
         For the single-node start-up: a dead process left them. Returns the events written.
