@@ -287,7 +287,9 @@ class IsolatedExecutionEngine:
             try:
                 output = redact(plain_json(task.result()))
             except TypeError as err:
-                return await self._fail_with("invalid_output", f"the agent's output is {err}", started)
+                return await self._fail_with(
+                    "invalid_output", f"the agent's output is {err}", started
+                )
             duration = _ms(started)
             await self.emit(EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration})
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
