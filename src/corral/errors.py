@@ -9,13 +9,25 @@
     ├── RegistryError               registering twice, or after the registry froze
     │   └── UnknownAgentError / UnknownToolError
     ├── AdmissionError              a run could not be admitted
-    │   └── QueueFullError          the user's queue is full (HTTP 429)
+    │   └── QueueFullError          the user's queue is full (also a RequestError: 429)
+    ├── RequestError                what a caller asked for is refused; each front door maps
+    │   │                           the subclass to its code through one table
+    │   │                           (corral.server.errors)
+    │   ├── NotFound                no such run, thread or agent — or not the caller's
+    │   ├── Conflict                the resource's state does not allow it (finished, busy...)
+    │   ├── InvalidRequest          a bad field; ``details`` names each one
+    │   ├── PayloadTooLarge         a body over the limit
+    │   ├── Unauthorized            no identity, or a token that is not acceptable
+    │   ├── Forbidden               a request this server refuses to anyone (Host, dev tokens)
+    │   ├── QueueFullError          (see AdmissionError)
+    │   └── ServiceUnavailable      starting, draining, or a dependency is away; retry later
     ├── RunError                    raised inside an agent to end its run
     │   ├── AgentFailed             the agent gave up: ``agent_error`` of its ``error_type``
     │   └── ToolCallError           a tool call ended in ``error`` or ``timeout``
     ├── OwnershipError              an object was handed to a component of another user
     ├── IllegalTransition           a lifecycle moved from a state it cannot leave that way
-    ├── StoreError                  the database refused or is unreachable
+    ├── StoreError                  the database refused an operation
+    │   ├── StoreUnavailable        the database cannot be reached (also ServiceUnavailable)
     │   └── FencedError             a writer lost ownership of a run (stale attempt)
     └── LLMError                    a model endpoint failed (corral.llm.errors: unavailable,
                                     rate limited, server error, rejected, protocol, limits)
@@ -68,15 +80,60 @@ class AdmissionError(CorralError):
     """A run could not be admitted."""
 
 
-class QueueFullError(AdmissionError):
+class RequestError(CorralError):
+    """A caller's request that corral refuses. ``message`` is for the caller: it says what to
+    do; nothing in it belongs to another user."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class NotFound(RequestError):
+    """No such run, thread or agent — or one that is not the caller's (indistinguishable)."""
+
+
+class Conflict(RequestError):
+    """The resource's state does not allow the request (a finished run, a busy thread...)."""
+
+
+class InvalidRequest(RequestError):
+    """A request with bad fields; ``details`` has one ``{"field", "message", "type"}`` each."""
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class PayloadTooLarge(RequestError):
+    """A body over the size limit."""
+
+
+class Unauthorized(RequestError):
+    """No identity, or a credential that is not acceptable."""
+
+
+class Forbidden(RequestError):
+    """A request this server refuses whoever asks (a foreign ``Host``, dev tokens)."""
+
+
+class ServiceUnavailable(RequestError):
+    """Corral cannot answer now (starting, draining, a dependency away); retry later."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class QueueFullError(AdmissionError, RequestError):
     """The user already has as many queued runs as allowed; retry after ``retry_after`` s."""
 
     def __init__(self, user_id: str, limit: int, retry_after: int = 1) -> None:
         self.user_id = user_id
         self.limit = limit
         self.retry_after = retry_after
-        super().__init__(
-            f"you already have {limit} runs waiting; wait for some to finish and retry"
+        RequestError.__init__(
+            self, f"you already have {limit} runs waiting; wait for some to finish and retry"
         )
 
 
@@ -128,6 +185,16 @@ class IllegalTransition(CorralError):
 
 class StoreError(CorralError):
     """The database refused an operation or cannot be reached."""
+
+
+class StoreUnavailable(StoreError, ServiceUnavailable):
+    """The database cannot be reached (refused, dropped, timed out); retry shortly."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        ServiceUnavailable.__init__(
+            self, "the database is unavailable; retry shortly", retry_after=1
+        )
 
 
 class FencedError(StoreError):

@@ -5,85 +5,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.routing import WebSocketRoute
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from corral.assembly import open_parts
-from corral.core.bus import EventBus
-from corral.core.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.events import Event, dumps
-from corral.core.factory import ExecutionEngineFactory
-from corral.core.monitor import EventMonitor
 from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
+from corral.errors import CorralError, StoreUnavailable
 from corral.loading import load_agents
-from corral.metrics import Metrics
-from corral.server.errors import ApiError
+from corral.server.api import routes_for
+from corral.server.errors import answer_for
+from corral.server.openapi import build_openapi
+from corral.server.routes import OPERATIONS
+from corral.server.runtime import Runtime
 from corral.server.service import RunService
+from corral.server.ws import websocket_endpoint
 from corral.settings import Settings, load_secret
-from corral.store.database import ping
-from corral.store.runs import RunStore
-from corral.store.writer import EventWriter
 
 log = logging.getLogger("corral.server")
 
 STATIC = Path(__file__).parent / "static"
 MONITOR_INTERVAL_S = 5.0
-
-
-@dataclass
-class Runtime:
-    """Everything stateful of one app, made by its lifespan and closed by it, in order."""
-
-    settings: Settings
-    secret: str
-    registry: AgentRegistry
-    store: RunStore
-    bus: EventBus
-    pool: WebSocketConnectionPool
-    bridge: WebSocketBridgeFactory
-    factory: ExecutionEngineFactory
-    writer: EventWriter
-    service: RunService
-    monitor: EventMonitor
-    metrics: Metrics
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    shutting_down: bool = False
-
-    async def ready(self) -> dict[str, bool]:
-        return {"database": await ping(self.store.engine), "bus": await self.bus.ping()}
-
-    async def begin_shutdown(self) -> None:
-        """Stop taking work, close every socket with 1001, let runs finish within the grace."""
-        if self.shutting_down:
-            return
-        self.shutting_down = True
-        self.service.accepting = False
-        conns = self.pool.all_connections()
-        await asyncio.gather(
-            *(c.close(CLOSE_GOING_AWAY, "server shutting down; resume later") for c in conns),
-            return_exceptions=True,
-        )
-        await self.service.drain(self.settings.shutdown_grace_s)
-
-    def resume_everyone(self) -> None:
-        """The bus lost events on the way (Redis restarted): every client resumes from its
-        last seq — stored events are all there — by reconnecting."""
-        for conn in self.pool.all_connections():
-            asyncio.get_running_loop().create_task(
-                conn.close(CLOSE_TRY_AGAIN_LATER, "event stream interrupted; resume")
-            )
 
 
 def _default_registry(settings: Settings) -> AgentRegistry:
@@ -120,12 +74,9 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
             settings=settings,
             secret=secret,
             registry=registry,
-            store=parts.store,
             bus=parts.bus,
             pool=pool,
             bridge=bridge,
-            factory=parts.factory,
-            writer=parts.writer,
             service=service,
             monitor=parts.monitor,
             metrics=metrics,
@@ -155,10 +106,12 @@ async def _housekeeping(runtime: Runtime) -> None:
         ticks += 1
         if ticks % 720 == 0:
             with contextlib.suppress(Exception):
-                await runtime.store.purge_idempotency_keys()
+                await runtime.service.store.purge_idempotency_keys()
 
 
-def create_app(settings: Settings | None = None, registry: AgentRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, registry: AgentRegistry | None = None
+) -> Starlette:
     """The corral ASGI app. Nothing stateful exists until its lifespan starts.
 
     To mount it inside another app, run its lifespan from yours:
@@ -167,7 +120,7 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         reg = registry if registry is not None else _default_registry(settings)
         async with _runtime(settings, reg) as runtime:
             app.state.runtime = runtime
@@ -176,40 +129,62 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
             finally:
                 app.state.runtime = None
 
-    app = FastAPI(
+    document = build_openapi(
+        OPERATIONS,
         title="corral",
         version=_version(),
         description="Run AI agents for many users at once; each user's events reach only them.",
+    )
+    schema_bytes = dumps(document)
+
+    async def openapi(_request: Request) -> Response:
+        return Response(schema_bytes, media_type="application/json")
+
+    async def index(_request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    middleware = []
+    if settings.allowed_origins:
+        # The same origins a browser may open a WebSocket from may call the HTTP API.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "Last-Event-ID",
+                ],
+                max_age=600,
+            )
+        )
+    app = Starlette(
+        routes=[
+            *routes_for(OPERATIONS),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            # A plain route: per-socket machinery costs memory on every idle connection.
+            WebSocketRoute("/v1/ws", websocket_endpoint),
+            Route("/", index, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+        ],
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: _http_exception,
+            CorralError: _corral_error,
+            # Until every store call raises StoreUnavailable itself: a driver's connection
+            # error is the database being away (503), not a bug.
+            OperationalError: _database_away,
+            DBAPIError: _database_away,
+            ConnectionError: _database_away,
+            OSError: _database_away,
+            Exception: _internal_error,
+        },
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = None
-    if settings.allowed_origins:
-        # The same origins a browser may open a WebSocket from may call the HTTP API.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.allowed_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-            max_age=600,
-        )
-
-    from corral.server.routes import router
-    from corral.server.ws import websocket_endpoint
-
-    app.include_router(router)
-    # A plain Starlette route: FastAPI's dependency machinery per socket costs ~4 KiB of
-    # every idle connection (bench/README.md, idle suite) and the endpoint needs none of it.
-    app.router.routes.append(WebSocketRoute("/v1/ws", websocket_endpoint))
-    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    _install_error_handlers(app)
     return app
 
 
@@ -219,79 +194,53 @@ def _version() -> str:
     return __version__
 
 
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+def _json(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    def count(request: Request, code: str) -> None:
-        runtime = getattr(request.app.state, "runtime", None)
-        if runtime is not None:
-            runtime.metrics.http_errors.labels(code).inc()
+def _count(request: Request, code: str) -> None:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.metrics.http_errors.labels(code).inc()
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> Response:
-        count(request, exc.code)
-        return _json(exc.status, exc.body(), exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def request_validation(request: Request, exc: RequestValidationError) -> Response:
-        count(request, "validation_error")
-        details = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ())),
-                "message": err.get("msg", "invalid"),
-                "type": err.get("type", "value_error"),
-            }
-            for err in exc.errors()
-        ]
-        fields = ", ".join(d["field"] for d in details[:5])
+async def _corral_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CorralError)
+    answer = answer_for(exc)
+    if answer is None:
+        return await _internal_error(request, exc)
+    if answer.status == 503:
+        log.warning("answered 503: %s", answer.message)
+    _count(request, answer.code)
+    return _json(answer.status, answer.body(), answer.headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        # The contract's codes are a closed set: no such method here is "not found".
         body = {
             "error": {
-                "code": "validation_error",
-                "message": f"the request is not valid: check {fields}",
-                "details": details,
+                "code": "not_found",
+                "message": f"{request.method} is not allowed on {request.url.path}; "
+                "see /openapi.json for the methods it takes",
             }
         }
-        return _json(422, body)
+    else:
+        body = {"error": {"code": "not_found", "message": f"nothing at {request.url.path}"}}
+    _count(request, "not_found")
+    return _json(exc.status_code, body, exc.headers)
 
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _json(
-            404, {"error": {"code": "not_found", "message": f"nothing at {request.url.path}"}}
-        )
 
-    @app.exception_handler(405)
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return _json(
-            405,
-            {
-                "error": {
-                    # The contract's codes are a closed set: no such method here is "not found".
-                    "code": "not_found",
-                    "message": f"{request.method} is not allowed on {request.url.path}; "
-                    "see /openapi.json for the methods it takes",
-                }
-            },
-        )
+async def _database_away(request: Request, exc: Exception) -> Response:
+    return await _corral_error(request, StoreUnavailable(type(exc).__name__))
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
-    @app.exception_handler(ConnectionError)
-    @app.exception_handler(OSError)
-    async def unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("dependency unavailable: %s", type(exc).__name__)
-        count(request, "unavailable")
-        return _json(
-            503,
-            {
-                "error": {
-                    "code": "unavailable",
-                    "message": "the database is unavailable; retry shortly",
-                }
-            },
-            {"Retry-After": "1"},
-        )
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed: %s %s", request.method, request.url.path, exc_info=exc)
+    _count(request, "internal")
+    body = {"error": {"code": "internal", "message": "the server failed; it is logged"}}
+    return _json(500, body)
 
 
 __all__ = ["Runtime", "create_app"]

@@ -11,7 +11,7 @@ from corral.bus.redis import RedisEventBus
 from corral.core.context import UserExecutionContext
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.registry import AgentRegistry
-from corral.server.errors import ApiError
+from corral.errors import QueueFullError
 from corral.server.service import RunRequest, RunService
 from corral.store.cluster import ClusterStore
 from corral.store.runs import RunRecord
@@ -51,11 +51,7 @@ class ClusterRunService(RunService):
     ) -> tuple[RunRecord, bool]:
         limit = self.factory.limits.max_queued_per_user
         if await self.cluster_store.queued_count(context.user_id) >= limit:
-            raise ApiError(
-                "rate_limited",
-                f"you already have {limit} runs waiting; wait for some to finish and retry",
-                headers={"Retry-After": "1"},
-            )
+            raise QueueFullError(context.user_id, limit)
         record, created = await self._create(context, agent, request, idempotency)
         if created:
             try:

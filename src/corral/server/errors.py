@@ -1,52 +1,48 @@
-"""HTTP errors in the contract's shape: ``{"error": {"code", "message", "details"?}}``."""
+"""From corral's errors to the contract's answers: one table for HTTP, SSE and the WebSocket.
+
+The service and the store raise domain errors (:mod:`corral.errors`); every front door turns
+them into ``{"error": {"code", "message", "details"?}}`` (HTTP) or ``{"type": "error", "code",
+"message"}`` (WebSocket) through :func:`answer_for` — never by matching messages.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
 
-from corral.errors import CorralError
-
-STATUS_OF: Mapping[str, int] = MappingProxyType(
-    {
-        "unauthorized": 401,
-        "not_found": 404,
-        "conflict": 409,
-        "payload_too_large": 413,
-        "validation_error": 422,
-        "rate_limited": 429,
-        "unavailable": 503,
-    }
+from corral.errors import (
+    Conflict,
+    CorralError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QueueFullError,
+    RequestError,
+    ServiceUnavailable,
+    Unauthorized,
 )
 
+log = logging.getLogger("corral.server")
 
-class ApiError(CorralError):
-    """An answer other than success; rendered as the contract's error body."""
+# The one table: most specific class first (a class matches its subclasses).
+CODES: tuple[tuple[type[RequestError], str, int], ...] = (
+    (Unauthorized, "unauthorized", 401),
+    (Forbidden, "forbidden", 403),
+    (NotFound, "not_found", 404),
+    (Conflict, "conflict", 409),
+    (PayloadTooLarge, "payload_too_large", 413),
+    (InvalidRequest, "validation_error", 422),
+    (QueueFullError, "rate_limited", 429),
+    (ServiceUnavailable, "unavailable", 503),
+)
 
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        details: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.code = code
-        self.status = STATUS_OF[code]
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
-        super().__init__(message)
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"error": error}
-
+STATUS_OF: Mapping[str, int] = MappingProxyType({code: status for _c, code, status in CODES})
 
 NOT_FOUND_RUN = "no such run: check the run id (runs are visible only to the user who started them)"
 NOT_FOUND_THREAD = (
@@ -54,10 +50,47 @@ NOT_FOUND_THREAD = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What a front door sends for one refused request."""
+
+    code: str
+    status: int
+    message: str
+    details: list[dict[str, Any]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+    def ws_message(self, **extra: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.details is not None:
+            doc["details"] = self.details
+        return {**doc, **extra}
+
+
+def answer_for(exc: CorralError) -> ErrorAnswer | None:
+    """The contract's answer to ``exc``, or None when it is not a refusal (a bug: 500)."""
+    if not isinstance(exc, RequestError):
+        return None
+    for cls, code, status in CODES:
+        if isinstance(exc, cls):
+            headers: dict[str, str] = {}
+            if isinstance(exc, QueueFullError | ServiceUnavailable) and exc.retry_after:
+                headers["Retry-After"] = str(exc.retry_after)
+            details = exc.details if isinstance(exc, InvalidRequest) else None
+            return ErrorAnswer(code, status, exc.message, details, headers)
+    return None
+
+
 def details_from(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     """One entry per bad field: ``{"field": "input.steps", "message": ..., "type": ...}``."""
     out = []
-    for err in exc.errors(include_url=False, include_input=False):
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = (*prefix, *err["loc"])
         out.append(
             {
@@ -71,11 +104,15 @@ def details_from(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> li
 
 def validation_error(
     exc: ValidationError, prefix: tuple[str | int, ...] = (), what: str = "the request"
-) -> ApiError:
+) -> InvalidRequest:
     details = details_from(exc, prefix)
     fields = ", ".join(d["field"] for d in details[:5])
-    return ApiError(
-        "validation_error",
-        f"{what} is not valid: check {fields}",
-        details=details,
+    return InvalidRequest(f"{what} is not valid: check {fields}", details)
+
+
+def invalid_field(field_name: str, message: str, type_: str = "value_error") -> InvalidRequest:
+    """A 422 about one field (``query.after``, ``header.Last-Event-ID``...)."""
+    return InvalidRequest(
+        f"{field_name} is not valid: {message}",
+        [{"field": field_name, "message": message, "type": type_}],
     )

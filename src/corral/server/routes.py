@@ -1,309 +1,150 @@
-"""The HTTP API of contract §3."""
+"""The HTTP API of contract §3: handlers and the route table they are served and documented from."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Any
 
-import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
 
 from corral.core.events import dumps
-from corral.server.auth import AuthError, Identity, issue_token, verify_token
-from corral.server.errors import NOT_FOUND_RUN, ApiError, validation_error
-from corral.server.schemas import (
-    AgentInfo,
-    ErrorBody,
-    EventList,
-    RunList,
-    RunObject,
-)
+from corral.errors import InvalidRequest, NotFound
+from corral.server.api import Answer, Operation, check_path_params
+from corral.server.auth import issue_token
+from corral.server.errors import invalid_field, validation_error
+from corral.server.params import Body, int_param, read_body, str_param
+from corral.server.runtime import runtime_of
+from corral.server.schemas import AgentInfo, ErrorBody, EventList, RunList, RunObject
 from corral.server.service import RunRequest
 from corral.server.sse import stream_run
 from corral.store.runs import decode_cursor
 
-router = APIRouter()
-_bearer = HTTPBearer(auto_error=False, description="`corral token USER` prints one")
-
-
-def _responses(**extra: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI error responses: 401 and 422 everywhere, plus ``extra`` (``e404="..."``)."""
-    out: dict[int | str, dict[str, Any]] = {
-        401: {"model": ErrorBody, "description": "missing, invalid or expired token"},
-        422: {"model": ErrorBody, "description": "invalid request; `details` names each field"},
-    }
-    for key, description in extra.items():
-        out[int(key.removeprefix("e"))] = {"model": ErrorBody, "description": description}
-    return out
-
-
-RUN_404 = "no such run (or not yours)"
-
-
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``model``'s JSON Schema with its ``$defs`` inlined, for ``openapi_extra``: there a
-    ``#/$defs/...`` reference would point at the OpenAPI document's root, which has none.
-    (For non-recursive models, like every request body here.)"""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    result: dict[str, Any] = resolve(schema)
-    return result
-
-
-def runtime_of(request: Request) -> Any:
-    runtime = request.app.state.runtime
-    if runtime is None:
-        raise ApiError("unavailable", "the server is starting or stopping; retry shortly")
-    return runtime
-
-
-async def identity(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
-    runtime = runtime_of(request)
-    if credentials is None:
-        raise ApiError(
-            "unauthorized", "send Authorization: Bearer <token> (`corral token USER` prints one)"
-        )
-    try:
-        return verify_token(runtime.secret, credentials.credentials)
-    except AuthError as exc:
-        raise ApiError("unauthorized", str(exc)) from None
-
-
-User = Annotated[Identity, Depends(identity)]
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The request body as JSON: 413 past ``limit`` bytes, 422 when it is not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError("payload_too_large", f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("payload_too_large", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            "validation_error",
-            f"the body is not valid JSON ({exc.msg} at position {exc.pos})",
-            details=[{"field": "(body)", "message": "malformed JSON", "type": "json_invalid"}],
-        ) from None
+# -- parameters (each parses and documents itself) ---------------------------------------------
+
+RUN_ID = str_param("run_id", "path", max_length=160, description="A run id of yours")
+AFTER = int_param("after", "query", default=0, description="Only events with a greater seq")
+EVENTS_LIMIT = int_param("limit", "query", ge=1, le=10_000, default=1000)
+RUNS_LIMIT = int_param("limit", "query", ge=1, le=200, default=50)
+CURSOR = str_param("cursor", "query", description="`next_cursor` of the previous page")
+THREAD_FILTER = str_param("thread_id", "query", max_length=160, description="One thread only")
+STATUS_FILTER = str_param("status", "query", max_length=16, choices=RUN_STATUSES)
+STREAM_AFTER = int_param("after", "query", description="Resume after this seq")
+LAST_EVENT_ID = int_param(
+    "Last-Event-ID", "header", description="Resume after this seq (wins over `after`)"
+)
+IDEMPOTENCY_KEY = str_param(
+    "Idempotency-Key",
+    "header",
+    max_length=255,
+    min_length=1,
+    pattern="[\\x21-\\x7e]+",
+    rule="printable ASCII without spaces",
+    description="Retries with the same key and body return the same run (kept 24 h)",
+)
 
 
-class _IdempotencyKey(BaseModel):
-    key: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+def _cursor(request: Request) -> int | None:
+    raw = CURSOR.get(request)
+    if not raw:
+        return None
+    position = decode_cursor(raw)
+    if position is None:
+        raise invalid_field(
+            CURSOR.field, "not a cursor this server gave out; pass next_cursor unchanged"
+        )
+    return position
 
 
-@router.get("/v1/agents", response_model=list[AgentInfo], responses=_responses(), tags=["agents"])
-async def list_agents(request: Request, user: User) -> Response:
-    """The registered agents with the JSON Schema of their input."""
-    registry = runtime_of(request).registry
+# -- handlers -----------------------------------------------------------------------------------
+
+
+async def list_agents(request: Request) -> Response:
+    runtime = runtime_of(request)
+    runtime.authenticate(request)
     return json_response(
         [
             {"name": a.name, "description": a.description, "input_schema": a.input_schema()}
-            for a in registry.agents()
+            for a in runtime.registry.agents()
         ]
     )
 
 
-@router.post(
-    "/v1/runs",
-    status_code=202,
-    response_model=RunObject,
-    tags=["runs"],
-    responses={
-        **_responses(
-            e404="unknown agent, or thread not yours",
-            e409="multitask=reject on a busy thread, or an Idempotency-Key reused with another "
-            "body",
-            e413="body over 1 MiB",
-            e429="your queue is full (see Retry-After)",
-            e503="shutting down or database unavailable",
-        ),
-        200: {"model": RunObject, "description": "an Idempotency-Key replay: the earlier run"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": inline_schema(RunRequest)}},
-        }
-    },
-)
-async def create_run(
-    request: Request,
-    user: User,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Response:
-    """Start a run of an agent; it executes in the background (202)."""
+async def create_run(request: Request) -> Response:
     runtime = runtime_of(request)
-    doc = await read_json_body(request, runtime.settings.max_body_bytes)
-    try:
-        body = RunRequest.model_validate(doc)
-    except ValidationError as exc:
-        raise validation_error(exc, (), "the request body") from None
-    if idempotency_key is not None:
-        try:
-            _IdempotencyKey(key=idempotency_key)
-        except ValidationError as exc:
-            raise validation_error(exc, ("header", "Idempotency-Key"), "Idempotency-Key") from None
-    record, created = await runtime.service.start(user.user_id, body, idempotency_key)
+    user = runtime.authenticate(request)
+    key = IDEMPOTENCY_KEY.get(request)
+    body = await read_body(request, RunRequest, runtime.settings.max_body_bytes)
+    record, created = await runtime.service.start(user.user_id, body, key)
     if created:
         runtime.metrics.runs_submitted.labels("http").inc()
     return json_response(record.to_api(), 202 if created else 200)
 
 
-@router.get("/v1/runs", response_model=RunList, responses=_responses(), tags=["runs"])
-async def list_runs(
-    request: Request,
-    user: User,
-    thread_id: Annotated[str | None, Query(max_length=160)] = None,
-    status: Annotated[
-        Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"] | None,
-        Query(),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> Response:
-    """Your runs, newest first, one page at a time (`next_cursor` fetches the next)."""
+async def list_runs(request: Request) -> Response:
     runtime = runtime_of(request)
-    position = None
-    if cursor:
-        position = decode_cursor(cursor)
-        if position is None:
-            raise ApiError(
-                "validation_error",
-                "cursor is not one this server gave out; pass next_cursor unchanged",
-                details=[
-                    {"field": "query.cursor", "message": "invalid cursor", "type": "value_error"}
-                ],
-            )
-    runs, next_cursor = await runtime.store.list_runs(
-        user.user_id, thread_id=thread_id, status=status, limit=limit, cursor=position
+    user = runtime.authenticate(request)
+    runs, next_cursor = await runtime.service.list_runs(
+        user.user_id,
+        thread_id=THREAD_FILTER.get(request),
+        status=STATUS_FILTER.get(request),
+        limit=RUNS_LIMIT.get(request) or 50,
+        cursor=_cursor(request),
     )
     return json_response({"runs": [r.to_api() for r in runs], "next_cursor": next_cursor})
 
 
-@router.get(
-    "/v1/runs/{run_id}", response_model=RunObject, responses=_responses(e404=RUN_404), tags=["runs"]
-)
-async def get_run(request: Request, user: User, run_id: str) -> Response:
-    """One of your runs."""
-    record = await runtime_of(request).store.get_run(user.user_id, run_id)
-    if record is None:
-        raise ApiError("not_found", NOT_FOUND_RUN)
+async def get_run(request: Request) -> Response:
+    runtime = runtime_of(request)
+    user = runtime.authenticate(request)
+    (run_id,) = check_path_params(request, "run_id")
+    record = await runtime.service.get_run(user.user_id, run_id)
     return json_response(record.to_api())
 
 
-@router.post(
-    "/v1/runs/{run_id}/cancel",
-    status_code=202,
-    response_model=RunObject,
-    tags=["runs"],
-    responses=_responses(e404=RUN_404, e409="the run has already finished"),
-)
-async def cancel_run(request: Request, user: User, run_id: str) -> Response:
-    """Cancel one of your queued or running runs."""
-    record = await runtime_of(request).service.cancel(user.user_id, run_id)
+async def cancel_run(request: Request) -> Response:
+    runtime = runtime_of(request)
+    user = runtime.authenticate(request)
+    (run_id,) = check_path_params(request, "run_id")
+    record = await runtime.service.cancel(user.user_id, run_id)
     return json_response(record.to_api(), 202)
 
 
-@router.get(
-    "/v1/runs/{run_id}/events",
-    response_model=EventList,
-    responses=_responses(e404=RUN_404),
-    tags=["events"],
-)
-async def list_events(
-    request: Request,
-    user: User,
-    run_id: str,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-) -> Response:
-    """Stored events of your run with `seq > after`, in order."""
-    bodies = await runtime_of(request).store.events(user.user_id, run_id, after=after, limit=limit)
-    if bodies is None:
-        raise ApiError("not_found", NOT_FOUND_RUN)
+async def list_events(request: Request) -> Response:
+    runtime = runtime_of(request)
+    user = runtime.authenticate(request)
+    (run_id,) = check_path_params(request, "run_id")
+    bodies = await runtime.service.events(
+        user.user_id, run_id, after=AFTER.get(request) or 0, limit=EVENTS_LIMIT.get(request) or 1
+    )
     return Response(b'{"events":[' + b",".join(bodies) + b"]}", media_type="application/json")
 
 
-@router.get(
-    "/v1/runs/{run_id}/stream",
-    tags=["events"],
-    responses={
-        **_responses(e404=RUN_404),
-        200: {
-            "content": {"text/event-stream": {}},
-            "description": "`id: <seq>`, `event: <type>`, `data: <event JSON>` per event",
-        },
-    },
-)
-async def stream(
-    request: Request,
-    user: User,
-    run_id: str,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> Response:
-    """Server-Sent Events of your run: stored ones after `Last-Event-ID` (or `after`), then live,
-    ending after the terminal event."""
+async def stream(request: Request) -> Response:
     runtime = runtime_of(request)
-    start = after or 0
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(
-                "validation_error",
-                "Last-Event-ID must be the seq of an event you received",
-                details=[
-                    {
-                        "field": "header.Last-Event-ID",
-                        "message": "not an integer",
-                        "type": "int_parsing",
-                    }
-                ],
-            )
-        start = int(last_event_id.strip())
-    record = await runtime.store.get_run(user.user_id, run_id)
-    if record is None:
-        raise ApiError("not_found", NOT_FOUND_RUN)
+    user = runtime.authenticate(request)
+    (run_id,) = check_path_params(request, "run_id")
+    resume_at = LAST_EVENT_ID.get(request)
+    start = resume_at if resume_at is not None else STREAM_AFTER.get(request) or 0
+    record = await runtime.service.get_run(user.user_id, run_id)
     return await stream_run(runtime, record, start)
 
 
-@router.get("/healthz", tags=["operations"])
-async def healthz() -> dict[str, str]:
-    """200 while the process is alive."""
-    return {"status": "ok"}
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
 
 
-@router.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
 async def readyz(request: Request) -> Response:
-    """200 when the database and the bus answer, else 503."""
-    runtime = request.app.state.runtime
+    runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or runtime.shutting_down:
         return json_response({"status": "unavailable", "database": False, "bus": False}, 503)
     checks = await runtime.ready()
@@ -311,16 +152,23 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
 
 
-@router.get("/metrics", tags=["operations"], response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; names start with `corral_`."""
     runtime = runtime_of(request)
     m = runtime.metrics
-    m.runs_running.set(runtime.factory.running_count())
-    m.runs_queued.set(runtime.factory.queued_count())
+    m.runs_running.set(runtime.service.factory.running_count())
+    m.runs_queued.set(runtime.service.factory.queued_count())
     m.connections.labels("ws").set(runtime.pool.connection_count("ws"))
     m.connections.labels("sse").set(runtime.pool.connection_count("sse"))
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class DevTokenRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=128)
+
+
+class DevToken(BaseModel):
+    token: str
+    user_id: str
 
 
 def _from_this_machine(request: Request) -> bool:
@@ -334,30 +182,172 @@ def _from_this_machine(request: Request) -> bool:
         return False
 
 
-class DevTokenRequest(BaseModel):
-    user: str = Field(min_length=1, max_length=128)
-
-
-@router.post(
-    "/v1/dev/token",
-    tags=["development"],
-    responses={404: {"model": ErrorBody, "description": "not a loopback server"}},
-)
 async def dev_token(request: Request) -> Response:
-    """A one-day token for a user name of your choice — only on a loopback server, for the page."""
     runtime = runtime_of(request)
     if not runtime.settings.dev_tokens_enabled or not _from_this_machine(request):
-        raise ApiError("not_found", "dev tokens are only given out by a loopback server")
-    doc = await read_json_body(request, 4096)
+        raise NotFound("dev tokens are only given out by a loopback server")
+    body = await read_body(request, DevTokenRequest, 4096)
     try:
-        body = DevTokenRequest.model_validate(doc)
         token = issue_token(runtime.secret, body.user, ttl_s=24 * 3600)
     except ValidationError as exc:
         raise validation_error(exc, (), "the request body") from None
     except ValueError as exc:
-        raise ApiError(
-            "validation_error",
-            str(exc),
-            details=[{"field": "user", "message": str(exc), "type": "value_error"}],
+        raise InvalidRequest(
+            str(exc), [{"field": "user", "message": str(exc), "type": "value_error"}]
         ) from None
     return json_response({"token": token, "user_id": body.user})
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def _errors(*statuses: int) -> dict[int, Answer]:
+    texts = {
+        401: "missing, invalid or expired token",
+        404: "no such run (or not yours)",
+        409: "the request conflicts with the resource's state",
+        413: "body over the size limit",
+        422: "invalid request; `details` names each field",
+        429: "your queue is full (see Retry-After)",
+        503: "starting, shutting down, or the database is unavailable (see Retry-After)",
+    }
+    return {s: Answer(texts[s], ErrorBody) for s in statuses}
+
+
+RUN_ANSWER = Answer("the run object", RunObject)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/v1/agents",
+        list_agents,
+        "list_agents",
+        "The agents you may run",
+        "agents",
+        MappingProxyType(
+            {200: Answer("agents and their input schemas", AgentInfo), **_errors(401, 503)}
+        ),
+    ),
+    Operation(
+        "POST",
+        "/v1/runs",
+        create_run,
+        "create_run",
+        "Start a run (it executes in the background)",
+        "runs",
+        MappingProxyType(
+            {
+                202: Answer("the new run", RunObject),
+                200: Answer("an Idempotency-Key replay: the earlier run", RunObject),
+                **_errors(401, 404, 409, 413, 422, 429, 503),
+            }
+        ),
+        params=(IDEMPOTENCY_KEY,),
+        body=Body(RunRequest, "the agent, its input and options"),
+    ),
+    Operation(
+        "GET",
+        "/v1/runs",
+        list_runs,
+        "list_runs",
+        "Your runs, newest first",
+        "runs",
+        MappingProxyType({200: Answer("a page of runs", RunList), **_errors(401, 422, 503)}),
+        params=(THREAD_FILTER, STATUS_FILTER, RUNS_LIMIT, CURSOR),
+    ),
+    Operation(
+        "GET",
+        "/v1/runs/{run_id}",
+        get_run,
+        "get_run",
+        "One of your runs",
+        "runs",
+        MappingProxyType({200: RUN_ANSWER, **_errors(401, 404, 503)}),
+        params=(RUN_ID,),
+    ),
+    Operation(
+        "POST",
+        "/v1/runs/{run_id}/cancel",
+        cancel_run,
+        "cancel_run",
+        "Cancel one of your queued or running runs",
+        "runs",
+        MappingProxyType({202: RUN_ANSWER, **_errors(401, 404, 409, 503)}),
+        params=(RUN_ID,),
+    ),
+    Operation(
+        "GET",
+        "/v1/runs/{run_id}/events",
+        list_events,
+        "list_events",
+        "Stored events of your run with seq > after, in order",
+        "events",
+        MappingProxyType({200: Answer("events", EventList), **_errors(401, 404, 422, 503)}),
+        params=(RUN_ID, AFTER, EVENTS_LIMIT),
+    ),
+    Operation(
+        "GET",
+        "/v1/runs/{run_id}/stream",
+        stream,
+        "stream_run",
+        "Server-Sent Events of your run: stored after Last-Event-ID (or after), then live",
+        "events",
+        MappingProxyType(
+            {
+                200: Answer(
+                    "`id: <seq>`, `event: <type>`, `data: <event JSON>` per event",
+                    content_type="text/event-stream",
+                ),
+                **_errors(401, 404, 422, 503),
+            }
+        ),
+        params=(RUN_ID, STREAM_AFTER, LAST_EVENT_ID),
+    ),
+    Operation(
+        "POST",
+        "/v1/dev/token",
+        dev_token,
+        "dev_token",
+        "A one-day token for a user name of your choice (loopback servers only)",
+        "development",
+        MappingProxyType(
+            {
+                200: Answer("a token", DevToken),
+                **_errors(413, 422, 503),
+                404: Answer("not a loopback server", ErrorBody),
+            }
+        ),
+        body=Body(DevTokenRequest, "the user name"),
+        auth=False,
+    ),
+    Operation(
+        "GET",
+        "/healthz",
+        healthz,
+        "healthz",
+        "200 while the process is alive",
+        "operations",
+        MappingProxyType({200: Answer("alive")}),
+        auth=False,
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        readyz,
+        "readyz",
+        "200 when the database and the bus answer",
+        "operations",
+        MappingProxyType({200: Answer("ready"), 503: Answer("not ready")}),
+        auth=False,
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        metrics,
+        "metrics",
+        "Prometheus text format",
+        "operations",
+        MappingProxyType({200: Answer("metrics", content_type="text/plain"), **_errors(503)}),
+        auth=False,
+    ),
+)

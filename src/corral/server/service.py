@@ -12,13 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from corral.core.context import MAX_ID_LENGTH, UserExecutionContext, new_id, validate_id
 from corral.core.factory import EngineLease, ExecutionEngineFactory
 from corral.core.registry import AgentRegistry
-from corral.errors import QueueFullError, StoreError, UnknownAgentError
-from corral.server.errors import (
-    NOT_FOUND_RUN,
-    NOT_FOUND_THREAD,
-    ApiError,
-    validation_error,
+from corral.errors import (
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    StoreError,
+    StoreUnavailable,
+    UnknownAgentError,
 )
+from corral.server.errors import NOT_FOUND_RUN, NOT_FOUND_THREAD, validation_error
 from corral.store.runs import IdempotencyConflict, RunRecord, RunStore, ThreadNotFound
 from corral.store.writer import EventWriter
 
@@ -75,13 +77,11 @@ class RunService:
         """Validate, admit and start one run. Returns (run, created) — created is False when
         an ``Idempotency-Key`` replay returned the earlier run. Raises :class:`ApiError`."""
         if not self.accepting:
-            raise ApiError("unavailable", "the server is shutting down; retry on another node")
+            raise ServiceUnavailable("the server is shutting down; retry on another node")
         try:
             spec = self.registry.get_agent(request.agent)
         except UnknownAgentError:
-            raise ApiError(
-                "not_found", f"no agent named {request.agent!r}; GET /v1/agents lists them"
-            ) from None
+            raise NotFound(f"no agent named {request.agent!r}; GET /v1/agents lists them") from None
         try:
             spec.input_model.model_validate(request.input)
         except ValidationError as exc:
@@ -95,9 +95,8 @@ class RunService:
             try:
                 earlier = await self.store.find_idempotent(user_id, *idempotency)
             except IdempotencyConflict:
-                raise ApiError(
-                    "conflict",
-                    "this Idempotency-Key was used with a different request; use a new key",
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request; use a new key"
                 ) from None
             if earlier is not None:
                 return earlier, False
@@ -105,8 +104,7 @@ class RunService:
         if thread_id is not None and request.multitask != "enqueue":
             unfinished = await self._unfinished(user_id, thread_id)
             if unfinished and request.multitask == "reject":
-                raise ApiError(
-                    "conflict",
+                raise Conflict(
                     "this thread has an unfinished run; wait for it, cancel it, or send "
                     "multitask=enqueue or interrupt",
                 )
@@ -143,14 +141,13 @@ class RunService:
                 idempotency=idempotency,
             )
         except ThreadNotFound:
-            raise ApiError("not_found", NOT_FOUND_THREAD) from None
+            raise NotFound(NOT_FOUND_THREAD) from None
         except IdempotencyConflict:
-            raise ApiError(
-                "conflict",
-                "this Idempotency-Key was used with a different request; use a new key",
+            raise Conflict(
+                "this Idempotency-Key was used with a different request; use a new key"
             ) from None
         except StoreError as exc:
-            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
+            raise StoreUnavailable(str(exc)) from None
 
     async def _admit(
         self,
@@ -161,12 +158,7 @@ class RunService:
     ) -> tuple[RunRecord, bool]:
         """Single node: reserve a place in this process's factory, store, start the task."""
         run_id = context.run_id
-        try:
-            lease = self.factory.engine_for(context, self.writer, timeout_s=request.timeout_s)
-        except QueueFullError as exc:
-            raise ApiError(
-                "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
-            ) from None
+        lease = self.factory.engine_for(context, self.writer, timeout_s=request.timeout_s)
         try:
             record, created = await self._create(context, agent, request, idempotency)
         except BaseException:
@@ -186,10 +178,7 @@ class RunService:
         self._tasks.pop(task.get_name().removeprefix("run "), None)
 
     async def _unfinished(self, user_id: str, thread_id: str) -> list[str]:
-        try:
-            return await self.store.unfinished_runs_of_thread(user_id, thread_id)
-        except Exception as exc:
-            raise ApiError("unavailable", f"the database is unavailable: {exc}") from None
+        return await self.store.unfinished_runs_of_thread(user_id, thread_id)
 
     async def _execute(self, lease: EngineLease, agent: str, input: dict[str, Any]) -> None:
         context = lease.engine.context
@@ -210,15 +199,41 @@ class RunService:
         With ``wait``, answers with the run's final state when it ends within a moment (it
         usually does), else with its state then.
         """
-        record = await self.store.get_run(user_id, run_id)
-        if record is None:
-            raise ApiError("not_found", NOT_FOUND_RUN)
+        record = await self.get_run(user_id, run_id)
         if record.finished:
-            raise ApiError("conflict", f"the run has already finished ({record.status})")
+            raise Conflict(f"the run has already finished ({record.status})")
         if await self._cancel_active(user_id, run_id, "cancelled by the user") and wait:
             await self._settled(run_id, CANCEL_WAIT_S)
             record = await self.store.get_run(user_id, run_id) or record
         return record
+
+    async def get_run(self, user_id: str, run_id: str) -> RunRecord:
+        """The caller's run; :class:`NotFound` for a missing run and for another user's."""
+        record = await self.store.get_run(user_id, run_id)
+        if record is None:
+            raise NotFound(NOT_FOUND_RUN)
+        return record
+
+    async def list_runs(
+        self,
+        user_id: str,
+        *,
+        thread_id: str | None,
+        status: str | None,
+        limit: int,
+        cursor: int | None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of the caller's runs, newest first, and the cursor of the next page."""
+        return await self.store.list_runs(
+            user_id, thread_id=thread_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def events(self, user_id: str, run_id: str, *, after: int, limit: int) -> list[bytes]:
+        """Stored events (wire JSON) of the caller's run with ``seq > after``, in order."""
+        bodies = await self.store.events(user_id, run_id, after=after, limit=limit)
+        if bodies is None:
+            raise NotFound(NOT_FOUND_RUN)
+        return bodies
 
     async def _settled(self, run_id: str, timeout_s: float) -> None:
         """Wait (bounded) for this process's task of ``run_id`` to end."""

@@ -13,7 +13,7 @@ from corral.core.connection import Connection
 from corral.core.events import TERMINAL_TYPES, loads
 
 if TYPE_CHECKING:
-    from corral.server.app import Runtime
+    from corral.server.runtime import Runtime
     from corral.store.runs import RunRecord
 
 KEEPALIVE_S = 15.0
@@ -63,7 +63,7 @@ async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> Streami
         finished = record.finished
         try:
             while True:
-                bodies = await runtime.store.events(user_id, run_id, after=last, limit=PAGE) or []
+                bodies = await runtime.service.events(user_id, run_id, after=last, limit=PAGE)
                 for raw in bodies:
                     doc = loads(raw)
                     yield _frame(doc, raw)
@@ -76,8 +76,8 @@ async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> Streami
                         return
                     # The run row is updated with its events, and this read comes after the
                     # hold: "not finished" here means the terminal event reaches us live.
-                    current = await runtime.store.get_run(user_id, run_id)
-                    if current is None or not current.finished:
+                    current = await runtime.service.get_run(user_id, run_id)
+                    if not current.finished:
                         break
                     finished = True  # it ended meanwhile: read what is left, then end
             conn.release(run_id, last)

@@ -19,12 +19,14 @@ from corral.core.connection import (
 )
 from corral.core.events import dumps, loads
 from corral.core.pool import ConnectionLimitError
-from corral.server.auth import AuthError, Identity, bearer, verify_token
-from corral.server.errors import NOT_FOUND_RUN, ApiError, details_from
+from corral.errors import CorralError, InvalidRequest, Unauthorized
+from corral.server.auth import Identity, bearer
+from corral.server.errors import answer_for, details_from
+from corral.server.params import MAX_INT
 from corral.server.service import RunRequest
 
 if TYPE_CHECKING:
-    from corral.server.app import Runtime
+    from corral.server.runtime import Runtime
 
 log = logging.getLogger("corral.ws")
 PAGE = 1000
@@ -132,9 +134,9 @@ async def _authenticate(ws: WebSocket, runtime: Runtime) -> Identity | None:
             return None
         token = doc["token"]
     try:
-        return verify_token(runtime.secret, token)
-    except AuthError as exc:
-        await _refuse(ws, "unauthorized", str(exc))
+        return runtime.authenticate_token(token)
+    except Unauthorized as exc:
+        await _refuse(ws, "unauthorized", exc.message)
         return None
 
 
@@ -162,13 +164,16 @@ async def _serve(ws: WebSocket, runtime: Runtime, conn: Connection) -> None:
             continue
         try:
             await _dispatch(runtime, conn, doc)
-        except ApiError as exc:
+        except CorralError as exc:
+            answer = answer_for(exc)
+            if answer is None:
+                log.exception("websocket message failed", extra={"user_id": conn.user_id})
+                conn.offer(error_message("unavailable", "the server could not handle that"))
+                continue
             extra: dict[str, Any] = {}
-            if exc.details is not None:
-                extra["details"] = exc.details
             if "client_ref" in doc:
                 extra["client_ref"] = doc["client_ref"]
-            conn.offer(error_message(exc.code, exc.message, **extra))
+            conn.offer(dumps(answer.ws_message(**extra)))
         except WebSocketDisconnect:
             return
         except Exception:
@@ -186,9 +191,7 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
         try:
             request = RunRequest.model_validate(body)
         except ValidationError as exc:
-            raise ApiError(
-                "validation_error", "start_run is not valid", details=details_from(exc)
-            ) from None
+            raise InvalidRequest("start_run is not valid", details_from(exc)) from None
         record, _ = await runtime.service.start(user_id, request)
         runtime.metrics.runs_submitted.labels("ws").inc()
         conn.offer(
@@ -203,10 +206,9 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
     elif kind == "cancel_run":
         run_id = doc.get("run_id")
         if not isinstance(run_id, str) or not run_id:
-            raise ApiError(
-                "validation_error",
+            raise InvalidRequest(
                 "cancel_run needs a run_id",
-                details=[{"field": "run_id", "message": "required", "type": "missing"}],
+                [{"field": "run_id", "message": "required", "type": "missing"}],
             )
         # Not waiting for the run to end: this socket keeps reading; the terminal event
         # arrives on it like any other.
@@ -214,10 +216,9 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
     elif kind == "resume":
         await _resume(runtime, conn, doc)
     elif kind == "auth":
-        raise ApiError("validation_error", "this connection is already authenticated")
+        raise InvalidRequest("this connection is already authenticated")
     else:
-        raise ApiError(
-            "validation_error",
+        raise InvalidRequest(
             f"unknown message type {kind[:40]!r}: use start_run, cancel_run, resume or ping",
         )
 
@@ -225,24 +226,21 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
 async def _resume(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> None:
     run_id, after = doc.get("run_id"), doc.get("after", 0)
     if not isinstance(run_id, str) or not run_id:
-        raise ApiError(
-            "validation_error",
+        raise InvalidRequest(
             "resume needs a run_id",
-            details=[{"field": "run_id", "message": "required", "type": "missing"}],
+            [{"field": "run_id", "message": "required", "type": "missing"}],
         )
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise ApiError(
-            "validation_error",
-            "resume's after must be a whole number >= 0",
-            details=[{"field": "after", "message": "must be an integer >= 0", "type": "int_type"}],
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_INT:
+        raise InvalidRequest(
+            f"resume's after must be a whole number from 0 to {MAX_INT}",
+            [{"field": "after", "message": "must be an integer >= 0", "type": "int_type"}],
         )
-    if await runtime.store.get_run(conn.user_id, run_id) is None:
-        raise ApiError("not_found", NOT_FOUND_RUN)
+    await runtime.service.get_run(conn.user_id, run_id)
     conn.hold(run_id)  # before reading: live events from now on wait behind the replay
     last = after
     try:
         while True:
-            bodies = await runtime.store.events(conn.user_id, run_id, after=last, limit=PAGE)
+            bodies = await runtime.service.events(conn.user_id, run_id, after=last, limit=PAGE)
             for raw in bodies or ():
                 # The replay may be far larger than the connection's bound, so it goes at the
                 # socket's pace instead of closing a client that reads as fast as it can.
