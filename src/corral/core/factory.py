@@ -1,49 +1,30 @@
-"""Admission and engines: per-user limits, fair sharing of the global limit, cancellation."""
+"""Engines for runs: one new engine each; admission (per-user limits, fairness) for plain-Python
+use, on the scheduler of :mod:`corral.core.admission`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from corral.core.admission import Limits, Scheduler, Ticket, TicketState
 from corral.core.context import UserExecutionContext
 from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadHistory
 from corral.core.registry import AgentRegistry
-from corral.errors import AdmissionError, QueueFullError
+from corral.errors import AdmissionError
 
 log = logging.getLogger("corral.factory")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_running_per_user: int = 4
-    max_queued_per_user: int = 100
-    max_running_total: int = 256
-    run_timeout_s: float = 300.0
-    tool_timeout_s: float = 60.0
-
-
 @dataclass(eq=False, slots=True)
-class _Ticket:
-    """One run's place in admission; lives from ``engine_for`` until its lease closes."""
+class _Lease:
+    """One run's reservation; lives from ``engine_for`` until its lease closes."""
 
+    ticket: Ticket
     engine: IsolatedExecutionEngine
     admitted: asyncio.Future[None]
-    running: bool = False
-
-
-@dataclass(slots=True)
-class _UserState:
-    """Bookkeeping for one user with something queued or running; dropped when idle."""
-
-    tickets: dict[str, _Ticket] = field(default_factory=dict)  # run_id -> ticket
-    waiting: deque[_Ticket] = field(default_factory=deque)
-    running: int = 0
-    busy_threads: set[str] = field(default_factory=set)
 
 
 class EngineLease:
@@ -56,7 +37,7 @@ class EngineLease:
 
     __slots__ = ("_factory", "_ticket")
 
-    def __init__(self, factory: ExecutionEngineFactory, ticket: _Ticket) -> None:
+    def __init__(self, factory: ExecutionEngineFactory, ticket: _Lease) -> None:
         self._factory = factory
         self._ticket = ticket
 
@@ -88,13 +69,13 @@ class EngineLease:
 class ExecutionEngineFactory:
     """App-scoped maker of :class:`IsolatedExecutionEngine`, one new engine per run.
 
-    Admission: at most ``max_running_per_user`` runs of a user execute at once and at most
-    ``max_queued_per_user`` wait; each of the ``max_running_total`` slots goes to the waiting
-    user with the fewest runs executing (round-robin among equals), so one user's backlog
-    never delays another user's first run. Runs of
-    one thread execute one after another, in submission order. Per-user bookkeeping exists
-    only while the user has a run queued or running. All methods run on the event loop's
-    thread; none of them blocks.
+    :meth:`create_engine` makes an engine for a run that is already admitted (the server's
+    workers: their run queue admits). :meth:`engine_for` admits too, for plain-Python use: at
+    most ``max_running_per_user`` runs of a user execute at once and at most
+    ``max_queued_per_user`` wait; the ``max_running_total`` slots go fairly — see
+    :mod:`corral.core.admission`, the one place those rules are written. Runs of one thread
+    execute one after another, in submission order. All methods run on the event loop's thread;
+    none of them blocks.
     """
 
     def __init__(
@@ -109,11 +90,29 @@ class ExecutionEngineFactory:
         self.limits = limits or Limits()
         self._history_limit = history_limit
         self._history_loader = history_loader
-        self._users: dict[str, _UserState] = {}
-        self._ring: deque[str] = deque()  # users with waiting runs, in round-robin order
-        self._running_total = 0
+        self._scheduler = Scheduler(self.limits)
+        self._leases: dict[str, _Lease] = {}  # run_id -> reservation
 
     # -- making engines -----------------------------------------------------------------------
+
+    def create_engine(
+        self,
+        context: UserExecutionContext,
+        sink: EventSink,
+        *,
+        timeout_s: float | None = None,
+    ) -> IsolatedExecutionEngine:
+        """A new engine for ``context``'s run, admitted elsewhere (never reused)."""
+        return IsolatedExecutionEngine(
+            context,
+            self.registry,
+            sink,
+            timeout_s=timeout_s,
+            default_timeout_s=self.limits.run_timeout_s,
+            tool_timeout_s=self.limits.tool_timeout_s,
+            history_limit=self._history_limit,
+            history_loader=self._history_loader,
+        )
 
     def engine_for(
         self,
@@ -127,31 +126,15 @@ class ExecutionEngineFactory:
         Raises :class:`QueueFullError` at once when the user's queue is full, and
         :class:`AdmissionError` when the run id is already active.
         """
-        user = self._users.get(context.user_id)
-        if user is not None:
-            if context.run_id in user.tickets:
-                raise AdmissionError(f"run {context.run_id} is already active")
-            if len(user.waiting) >= self.limits.max_queued_per_user:
-                raise QueueFullError(context.user_id, self.limits.max_queued_per_user)
-        else:
-            user = self._users[context.user_id] = _UserState()
-        engine = IsolatedExecutionEngine(
-            context,
-            self.registry,
-            sink,
-            timeout_s=timeout_s,
-            default_timeout_s=self.limits.run_timeout_s,
-            tool_timeout_s=self.limits.tool_timeout_s,
-            history_limit=self._history_limit,
-            history_loader=self._history_loader,
-        )
-        ticket = _Ticket(engine, asyncio.get_running_loop().create_future())
-        user.tickets[context.run_id] = ticket
-        user.waiting.append(ticket)
-        if len(user.waiting) == 1:
-            self._ring.append(context.user_id)
+        if self._scheduler.get(context.user_id, context.run_id) is not None:
+            raise AdmissionError(f"run {context.run_id} is already active")
+        ticket = Ticket(context.user_id, context.thread_id, context.run_id)
+        self._scheduler.add(ticket)
+        engine = self.create_engine(context, sink, timeout_s=timeout_s)
+        lease = _Lease(ticket, engine, asyncio.get_running_loop().create_future())
+        self._leases[context.run_id] = lease
         self._pump()
-        return EngineLease(self, ticket)
+        return EngineLease(self, lease)
 
     # -- cancellation -------------------------------------------------------------------------
 
@@ -161,128 +144,62 @@ class ExecutionEngineFactory:
         Returns False for a run that is unknown *or belongs to someone else* (the caller cannot
         tell which). A queued run leaves the queue at once.
         """
-        user = self._users.get(user_id)
-        ticket = user.tickets.get(run_id) if user is not None else None
-        if ticket is None or user is None:
+        ticket = self._scheduler.get(user_id, run_id)
+        lease = self._leases.get(run_id)
+        if ticket is None or lease is None or lease.ticket is not ticket:
             return False
-        ticket.engine.cancel(reason)
-        if not ticket.running and not ticket.admitted.done():
-            self._withdraw(user_id, user, ticket)
-            ticket.admitted.set_result(None)  # enter now; the engine only emits the terminal
+        lease.engine.cancel(reason)
+        if ticket.state is TicketState.QUEUED:
+            self._scheduler.remove(ticket)
+            lease.admitted.set_result(None)  # enter now; the engine only emits the terminal
         return True
 
     def cancel_all(self, reason: str) -> int:
         """Cancel every queued and running run (shutdown). Returns how many."""
-        count = 0
-        for user_id, user in list(self._users.items()):
-            for run_id in list(user.tickets):
-                count += self.cancel(user_id, run_id, reason)
-        return count
+        return sum(self.cancel(t.user_id, t.run_id, reason) for t in self._scheduler.tickets())
 
     # -- introspection ------------------------------------------------------------------------
 
     def is_active(self, user_id: str, run_id: str) -> bool:
-        user = self._users.get(user_id)
-        return user is not None and run_id in user.tickets
+        return self._scheduler.get(user_id, run_id) is not None
 
     def user_count(self) -> int:
         """Users with bookkeeping (something queued or running)."""
-        return len(self._users)
+        return self._scheduler.user_count()
 
     def running_count(self, user_id: str | None = None) -> int:
         if user_id is None:
-            return self._running_total
-        user = self._users.get(user_id)
-        return 0 if user is None else user.running
+            return self._scheduler.running_total
+        return self._scheduler.running(user_id)
 
     def queued_count(self, user_id: str | None = None) -> int:
-        if user_id is None:
-            return sum(len(u.waiting) for u in self._users.values())
-        user = self._users.get(user_id)
-        return 0 if user is None else len(user.waiting)
+        return self._scheduler.queued(user_id)
 
     def stats(self) -> dict[str, Any]:
         return {
-            "users": len(self._users),
-            "running": self._running_total,
-            "queued": self.queued_count(),
+            "users": self._scheduler.user_count(),
+            "running": self._scheduler.running_total,
+            "queued": self._scheduler.queued(),
         }
 
     # -- admission internals ------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Admit waiting runs while there is room.
+        """Admit waiting runs while there is room (the scheduler picks which)."""
+        while (ticket := self._scheduler.next()) is not None:
+            lease = self._leases[ticket.run_id]
+            if not lease.admitted.done():
+                lease.admitted.set_result(None)
 
-        Each free slot goes to the waiting user with the fewest runs executing; ties go in ring
-        order and the served user moves to the back. A plain rotation is not enough: a slot
-        freed by a user with a backlog would go to that user's next run whenever it happened
-        to be at the front of the ring, ahead of another user's first run.
-        """
-        limits = self.limits
-        while self._ring and self._running_total < limits.max_running_total:
-            picked = self._pick()
-            if picked is None:
-                return
-            user_id, user, ticket = picked
-            self._withdraw(user_id, user, ticket)
-            if user.waiting:  # still waiting: to the back of the ring
-                self._ring.remove(user_id)
-                self._ring.append(user_id)
-            ticket.running = True
-            user.running += 1
-            user.busy_threads.add(ticket.engine.context.thread_id)
-            self._running_total += 1
-            ticket.admitted.set_result(None)
-
-    def _pick(self) -> tuple[str, _UserState, _Ticket] | None:
-        """The admissible run of the waiting user with the fewest running runs (ring order)."""
-        best: tuple[str, _UserState, _Ticket] | None = None
-        for user_id in self._ring:
-            user = self._users[user_id]
-            if best is not None and user.running >= best[1].running:
-                continue
-            ticket = self._next_admissible(user)
-            if ticket is None:
-                continue
-            best = (user_id, user, ticket)
-            if user.running == 0:  # nobody can have fewer
-                break
-        return best
-
-    def _next_admissible(self, user: _UserState) -> _Ticket | None:
-        if user.running >= self.limits.max_running_per_user:
-            return None
-        blocked: set[str] = set()
-        for ticket in user.waiting:
-            thread = ticket.engine.context.thread_id
-            if thread in user.busy_threads or thread in blocked:
-                blocked.add(thread)
-                continue
-            return ticket
-        return None
-
-    def _withdraw(self, user_id: str, user: _UserState, ticket: _Ticket) -> None:
-        user.waiting.remove(ticket)
-        if not user.waiting:
-            with contextlib.suppress(ValueError):
-                self._ring.remove(user_id)
-
-    def _release(self, ticket: _Ticket) -> None:
+    def _release(self, lease: _Lease) -> None:
         """Give back the run's slot and forget it; idempotent."""
-        context = ticket.engine.context
-        user = self._users.get(context.user_id)
-        if user is None or user.tickets.get(context.run_id) is not ticket:
+        if self._leases.get(lease.ticket.run_id) is not lease:
             return
-        del user.tickets[context.run_id]
-        if ticket.running:
-            ticket.running = False
-            user.running -= 1
-            user.busy_threads.discard(context.thread_id)
-            self._running_total -= 1
-        elif ticket in user.waiting:
-            self._withdraw(context.user_id, user, ticket)
-        if not ticket.admitted.done():
-            ticket.admitted.cancel()
-        if not user.tickets:
-            del self._users[context.user_id]
+        del self._leases[lease.ticket.run_id]
+        self._scheduler.remove(lease.ticket)
+        if not lease.admitted.done():
+            lease.admitted.cancel()
         self._pump()
+
+
+__all__ = ["EngineLease", "ExecutionEngineFactory", "Limits"]
