@@ -1,55 +1,61 @@
-"""Putting the parts together: one function for an API node and for a worker process.
+"""Putting the parts together — the same parts for a single node, an API node and a worker.
 
-Single node (no Redis): an in-process bus, runs executed by this process, and at start the
-runs a dead process left behind are ended as ``interrupted``. Cluster (Redis + PostgreSQL):
-the Redis bus and run queue; runs go through the queue to whichever worker claims them, and
-only expired leases — never other live processes' runs — are interrupted.
+Single node (no Redis): an in-process bus and run queue, and a worker beside the API. Cluster
+(Redis + PostgreSQL): the Redis bus and the cluster's run queue; a node executes runs with the
+same worker (``--no-executor`` makes an API-only node; ``corral worker`` only executes).
+Everything is opened in order in one exit stack and closed in reverse: the worker drains
+first, then the queue, the writer (what is pending is stored), the bus and the database.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corral.bus.queue import RedisRunQueue
-from corral.bus.redis import RedisEventBus
+from corral.cluster.bus import RedisEventBus
+from corral.cluster.queue import ClusterRunQueue
+from corral.core.admission import Limits
 from corral.core.bus import EventBus, InProcessEventBus
 from corral.core.context import UserExecutionContext
 from corral.core.events import Event
-from corral.core.factory import ExecutionEngineFactory, Limits
+from corral.core.factory import ExecutionEngineFactory
 from corral.core.monitor import EventMonitor
 from corral.core.registry import AgentRegistry
 from corral.errors import ConfigurationError
 from corral.metrics import Metrics
+from corral.runs.queue import InProcessRunQueue, RunQueue
+from corral.runs.service import RunService
+from corral.runs.worker import Worker
 from corral.settings import Settings
-from corral.store.cluster import ClusterStore
-from corral.store.database import create_engine, is_sqlite, migrate
-from corral.store.runs import RunStore
+from corral.store.database import Database, is_sqlite, open_database
+from corral.store.reads import Reads
 from corral.store.writer import EventWriter
-from corral.worker import Worker
 
 log = logging.getLogger("corral.assembly")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Parts:
     settings: Settings
     registry: AgentRegistry
-    store: RunStore
+    db: Database
     bus: EventBus
     writer: EventWriter
+    reads: Reads
+    queue: RunQueue
     factory: ExecutionEngineFactory
+    service: RunService
     metrics: Metrics
     monitor: EventMonitor
-    queue: Any = None  # RedisRunQueue in a cluster
-    worker: Any = None  # Worker when this process executes cluster runs
+    worker: Worker | None
+    redis: RedisEventBus | None
 
     @property
     def clustered(self) -> bool:
-        return self.queue is not None
+        return self.redis is not None
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -62,14 +68,10 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
-@contextlib.asynccontextmanager
-async def open_parts(
-    settings: Settings, registry: AgentRegistry, *, execute: bool = True
-) -> AsyncIterator[Parts]:
-    """Everything stateful below the HTTP layer, opened in order and closed in reverse."""
+def check_topology(settings: Settings, *, execute: bool) -> None:
+    """Refuse settings that cannot work together, with what to change."""
     clustered = bool(settings.redis_url)
-    url = settings.resolved_database_url
-    if clustered and is_sqlite(url):
+    if clustered and is_sqlite(settings.resolved_database_url):
         raise ConfigurationError(
             "several nodes (CORRAL_REDIS_URL) need PostgreSQL: set CORRAL_DATABASE_URL to "
             "postgresql+asyncpg://user@host/db"
@@ -79,73 +81,85 @@ async def open_parts(
             "--no-executor makes an API-only node, which needs workers: set --redis-url "
             "(CORRAL_REDIS_URL) and a PostgreSQL database, and run `corral worker`"
         )
+
+
+@contextlib.asynccontextmanager
+async def open_parts(
+    settings: Settings, registry: AgentRegistry, *, execute: bool = True
+) -> AsyncIterator[Parts]:
+    """Everything stateful below the front doors, opened in order and closed in reverse."""
+    check_topology(settings, execute=execute)
     registry.freeze()
-    db = create_engine(url)
-    reader = create_engine(url, readers=True) if is_sqlite(url) else db
+    limits = limits_of(settings)
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(db.dispose)
-        if reader is not db:
-            stack.push_async_callback(reader.dispose)
         for lifespan in registry.lifespans():
             await stack.enter_async_context(lifespan())
-        await migrate(db)
-        store: RunStore = ClusterStore(db, reader) if clustered else RunStore(db, reader)
-        if not clustered:
-            interrupted = await store.interrupt_unfinished(
-                message="the server stopped before the run finished"
-            )
-            if interrupted:
-                log.warning(
-                    "ended %d run(s) of a previous process as interrupted", len(interrupted)
-                )
-            # At exit (after the writer drained): runs that did not finish within the grace
-            # period, or were still queued, end as interrupted rather than stay "running".
-            stack.push_async_callback(
-                store.interrupt_unfinished,
-                message="the server shut down before the run finished",
-            )
+        db = await stack.enter_async_context(open_database(settings.resolved_database_url))
+        redis: RedisEventBus | None = None
         bus: EventBus
-        queue: RedisRunQueue | None = None
-        redis_bus: RedisEventBus | None = None
         if settings.redis_url:
-            redis_bus = await RedisEventBus.connect(settings.redis_url)
-            queue = RedisRunQueue(redis_bus.client)
-            bus = redis_bus
+            redis = await stack.enter_async_context(RedisEventBus(settings.redis_url))
+            bus = redis
         else:
             bus = InProcessEventBus()
-        stack.push_async_callback(bus.close)
+            stack.push_async_callback(bus.close)
         metrics = Metrics()
         monitor = EventMonitor()
 
-        def committed(events: list[Event]) -> None:
+        def observe(events: Sequence[Event]) -> None:
             metrics.observe_committed(events)
             for ev in events:
                 monitor.observe(ev)
 
-        writer = EventWriter(db, bus.publish, on_committed=committed)
-        writer.start()
-        stack.push_async_callback(writer.close)
+        writer = await stack.enter_async_context(EventWriter(db, bus.publish, observe))
+        reads = Reads(db)
+        queue: RunQueue
+        worker_id = Worker.new_id()
+        if redis is not None:
+            queue = await stack.enter_async_context(
+                ClusterRunQueue(
+                    writer=writer,
+                    reads=reads,
+                    bus=redis,
+                    limits=limits,
+                    lease_s=settings.lease_s,
+                    owner=worker_id,
+                )
+            )
+        else:
+            queue = await stack.enter_async_context(InProcessRunQueue(writer, limits))
 
         async def thread_history(context: UserExecutionContext) -> list[dict[str, Any]]:
-            runs = await store.thread_history(context.user_id, context.thread_id, context.run_id)
+            runs = await reads.thread_history(context.user_id, context.thread_id, context.run_id)
             return [r.to_api() for r in runs]
 
-        factory = ExecutionEngineFactory(
-            registry, limits_of(settings), history_loader=thread_history
+        factory = ExecutionEngineFactory(registry, limits, history_loader=thread_history)
+        service = RunService(
+            registry=registry, reads=reads, writer=writer, queue=queue, limits=limits
         )
         worker = None
-        if redis_bus is not None and queue is not None:
-            assert isinstance(store, ClusterStore)
-            worker = Worker(
-                store=store,
-                writer=writer,
-                bus=redis_bus,
-                queue=queue,
-                factory=factory,
-                lease_s=settings.lease_s,
+        if execute:
+            worker = await stack.enter_async_context(
+                Worker(
+                    queue,
+                    writer,
+                    factory,
+                    grace_s=settings.shutdown_grace_s,
+                    worker_id=worker_id,
+                )
             )
-            worker.start(execute=execute)
-            stack.push_async_callback(worker.stop, settings.shutdown_grace_s)
         yield Parts(
-            settings, registry, store, bus, writer, factory, metrics, monitor, queue, worker
+            settings=settings,
+            registry=registry,
+            db=db,
+            bus=bus,
+            writer=writer,
+            reads=reads,
+            queue=queue,
+            factory=factory,
+            service=service,
+            metrics=metrics,
+            monitor=monitor,
+            worker=worker,
+            redis=redis,
         )

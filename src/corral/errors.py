@@ -38,6 +38,15 @@ attributes so callers never parse messages.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
+
+NOT_FOUND_RUN = "no such run: check the run id (runs are visible only to the user who started them)"
+NOT_FOUND_THREAD = (
+    "no such thread: start a run without thread_id to begin one, or use a thread id of yours"
+)
+
 
 class CorralError(Exception):
     """Root of every corral error."""
@@ -100,9 +109,33 @@ class Conflict(RequestError):
 class InvalidRequest(RequestError):
     """A request with bad fields; ``details`` has one ``{"field", "message", "type"}`` each."""
 
-    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         self.details = details
         super().__init__(message)
+
+    @classmethod
+    def from_validation(
+        cls, exc: ValidationError, prefix: tuple[str | int, ...] = (), what: str = "the request"
+    ) -> InvalidRequest:
+        """One detail per field pydantic refused, named from ``prefix`` (``input.steps``)."""
+        details = details_from(exc, prefix)
+        fields = ", ".join(d["field"] for d in details[:5])
+        return cls(f"{what} is not valid: check {fields}", details)
+
+
+def details_from(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """One entry per bad field: ``{"field": "input.steps", "message": ..., "type": ...}``."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = (*prefix, *err["loc"])
+        out.append(
+            {
+                "field": ".".join(str(p) for p in loc) or "(body)",
+                "message": err["msg"],
+                "type": err["type"],
+            }
+        )
+    return out
 
 
 class PayloadTooLarge(RequestError):

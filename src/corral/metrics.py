@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -57,7 +58,7 @@ class Metrics:
             "corral_http_errors", "Error answers, by code.", ["code"], registry=r
         )
 
-    def observe_committed(self, events: list[Event]) -> None:
+    def observe_committed(self, events: Sequence[Event]) -> None:
         for ev in events:
             self.events.labels(ev.type.value).inc()
             if ev.type is EventType.AGENT_STARTED:

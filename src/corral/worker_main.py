@@ -26,6 +26,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
         print(f"corral worker {parts.worker.worker_id} ready", flush=True)
         await stop.wait()
         log.info("stopping: letting runs finish for up to %.0f s", settings.shutdown_grace_s)
+        await parts.worker.drain(settings.shutdown_grace_s)
 
 
 def run_worker(settings: Settings) -> None:

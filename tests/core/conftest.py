@@ -126,7 +126,7 @@ class BusSink:
         self.accepted += 1
         if self.keep:
             self.runs.setdefault(event.run_id, []).append(event)
-        return self.bus.publish(event, event.to_json())
+        return self.bus.publish([(event, event.to_json())])
 
     def wire(self, run_id: str) -> list[dict[str, Any]]:
         """The run's stored events as a client decodes them."""

@@ -104,7 +104,7 @@ async def test_monitor_fed_by_real_runs_ends_with_nothing_watched_or_unpaired(
 
         def emit(self, event: Event) -> Awaitable[None]:
             monitor.observe(event)
-            return bus.publish(event, event.to_json())
+            return bus.publish([(event, event.to_json())])
 
     factory = ExecutionEngineFactory(registry)
     held = new_ctx("alice")

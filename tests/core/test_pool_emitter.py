@@ -167,9 +167,9 @@ async def test_bus_delivers_only_to_the_events_owner(bus: InProcessEventBus) -> 
         await bus.subscribe(user, lambda event, payload, user=user: got[user].append(event.seq))
         for user in got
     ]
-    await bus.publish(event_of("alice", 1), b"{}")
-    await bus.publish(event_of("bob", 2), b"{}")
-    await bus.publish(event_of("carol", 3), b"{}")
+    await bus.publish([(event_of("alice", 1), b"{}")])
+    await bus.publish([(event_of("bob", 2), b"{}")])
+    await bus.publish([(event_of("carol", 3), b"{}")])
     assert got == {"alice": [1], "bob": [2]}
     for sub in subs:
         await sub.close()
@@ -184,7 +184,7 @@ async def test_one_failing_handler_does_not_starve_the_others(bus: InProcessEven
 
     await bus.subscribe("alice", broken)
     await bus.subscribe("alice", lambda event, payload: got.append(event.seq))
-    await bus.publish(event_of("alice", 7), b"{}")
+    await bus.publish([(event_of("alice", 7), b"{}")])
     assert got == [7]
 
 

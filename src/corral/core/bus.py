@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from corral.core.events import Event
@@ -20,12 +20,12 @@ class Subscription(Protocol):
 class EventBus(Protocol):
     """Routes events by owner. Implementations: :class:`InProcessEventBus`, the Redis bus.
 
-    ``publish`` is called in ``seq`` order per run, after the event is stored. A handler is
-    called with the event and its serialized bytes, in publish order per run; it must not
-    block (it queues onto connections).
+    ``publish`` is called with stored events in ``seq`` order per run. A handler is called
+    with the event and its serialized bytes, in publish order per run; it must not block (it
+    queues onto connections).
     """
 
-    async def publish(self, event: Event, payload: bytes) -> None: ...
+    async def publish(self, batch: Sequence[tuple[Event, bytes]]) -> None: ...
 
     async def subscribe(self, user_id: str, handler: Handler) -> Subscription: ...
 
@@ -53,12 +53,13 @@ class InProcessEventBus:
         self._subs: dict[str, list[_LocalSubscription]] = {}
         self._closed = False
 
-    async def publish(self, event: Event, payload: bytes) -> None:
-        for sub in self._subs.get(event.user_id, ()):
-            try:
-                sub.handler(event, payload)
-            except Exception:  # one broken handler must not starve the others
-                log.exception("event handler failed", extra={"user_id": event.user_id})
+    async def publish(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        for event, payload in batch:
+            for sub in self._subs.get(event.user_id, ()):
+                try:
+                    sub.handler(event, payload)
+                except Exception:  # one broken handler must not starve the others
+                    log.exception("event handler failed", extra={"user_id": event.user_id})
 
     async def subscribe(self, user_id: str, handler: Handler) -> Subscription:
         sub = _LocalSubscription(self, user_id, handler)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from corral.core.bus import EventBus, Subscription
 from corral.core.connection import Connection
@@ -68,6 +69,17 @@ class WebSocketBridgeFactory:
         self.bus = bus
         self._on_violation = on_violation
         self._subs: dict[str, asyncio.Task[Subscription]] = {}
+
+    @contextlib.asynccontextmanager
+    async def session(self, connection: Connection) -> AsyncIterator[Connection]:
+        """``async with bridge.session(conn)``: attached (events flowing) inside, detached —
+        whatever way the block ends — after. Raises ``ConnectionLimitError`` on entering when
+        the user is at the limit (nothing attached)."""
+        await self.attach(connection)
+        try:
+            yield connection
+        finally:
+            await self.detach(connection)
 
     def create_emitter(self, user_id: str) -> UserWebSocketEmitter:
         return UserWebSocketEmitter(user_id, self.pool, self._on_violation)

@@ -30,9 +30,9 @@ from corral.server.errors import answer_for
 from corral.server.openapi import build_openapi
 from corral.server.routes import OPERATIONS
 from corral.server.runtime import Runtime
-from corral.server.service import RunService
 from corral.server.ws import websocket_endpoint
 from corral.settings import Settings, load_secret
+from corral.store.ops import PurgeIdempotencyKeys
 
 log = logging.getLogger("corral.server")
 
@@ -55,42 +55,16 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
             metrics.security_violations.inc()
 
         bridge = WebSocketBridgeFactory(pool, parts.bus, on_violation=violation)
-        service: RunService
-        if parts.clustered:
-            from corral.server.cluster import ClusterRunService
-
-            service = ClusterRunService(
-                parts.store,  # type: ignore[arg-type]
-                parts.factory,
-                parts.writer,
-                registry,
-                bus=parts.bus,  # type: ignore[arg-type]
-                queue=parts.queue,
-                worker=parts.worker,
-            )
-        else:
-            service = RunService(parts.store, parts.factory, parts.writer, registry)
-        runtime = Runtime(
-            settings=settings,
-            secret=secret,
-            registry=registry,
-            bus=parts.bus,
-            pool=pool,
-            bridge=bridge,
-            service=service,
-            monitor=parts.monitor,
-            metrics=metrics,
-        )
-        if parts.clustered:
-            parts.bus.on_gap = runtime.resume_everyone  # type: ignore[attr-defined]
-        runtime.background.append(asyncio.create_task(_housekeeping(runtime)))
+        runtime = Runtime(settings=settings, secret=secret, parts=parts, pool=pool, bridge=bridge)
+        if parts.redis is not None:
+            parts.redis.on_gap = runtime.resume_everyone
+        housekeeping = asyncio.create_task(_housekeeping(runtime), name="housekeeping")
         try:
             yield runtime
         finally:
             await runtime.begin_shutdown()
-            for task in runtime.background:
-                task.cancel()
-            await asyncio.gather(*runtime.background, return_exceptions=True)
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
 
 
 async def _housekeeping(runtime: Runtime) -> None:
@@ -105,8 +79,10 @@ async def _housekeeping(runtime: Runtime) -> None:
         m.unpaired_tools.set(report.unpaired_total)
         ticks += 1
         if ticks % 720 == 0:
-            with contextlib.suppress(Exception):
-                await runtime.service.store.purge_idempotency_keys()
+            try:
+                await runtime.parts.writer.submit(PurgeIdempotencyKeys())
+            except Exception as exc:
+                log.warning("purging old idempotency keys failed (%s)", exc)
 
 
 def create_app(

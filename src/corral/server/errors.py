@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from corral.errors import (
+    NOT_FOUND_RUN,
+    NOT_FOUND_THREAD,
     Conflict,
     CorralError,
     Forbidden,
@@ -26,6 +28,7 @@ from corral.errors import (
     RequestError,
     ServiceUnavailable,
     Unauthorized,
+    details_from,
 )
 
 log = logging.getLogger("corral.server")
@@ -43,11 +46,6 @@ CODES: tuple[tuple[type[RequestError], str, int], ...] = (
 )
 
 STATUS_OF: Mapping[str, int] = MappingProxyType({code: status for _c, code, status in CODES})
-
-NOT_FOUND_RUN = "no such run: check the run id (runs are visible only to the user who started them)"
-NOT_FOUND_THREAD = (
-    "no such thread: start a run without thread_id to begin one, or use a thread id of yours"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,27 +85,10 @@ def answer_for(exc: CorralError) -> ErrorAnswer | None:
     return None
 
 
-def details_from(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
-    """One entry per bad field: ``{"field": "input.steps", "message": ..., "type": ...}``."""
-    out = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = (*prefix, *err["loc"])
-        out.append(
-            {
-                "field": ".".join(str(p) for p in loc) or "(body)",
-                "message": err["msg"],
-                "type": err["type"],
-            }
-        )
-    return out
-
-
 def validation_error(
     exc: ValidationError, prefix: tuple[str | int, ...] = (), what: str = "the request"
 ) -> InvalidRequest:
-    details = details_from(exc, prefix)
-    fields = ", ".join(d["field"] for d in details[:5])
-    return InvalidRequest(f"{what} is not valid: check {fields}", details)
+    return InvalidRequest.from_validation(exc, prefix, what)
 
 
 def invalid_field(field_name: str, message: str, type_: str = "value_error") -> InvalidRequest:
@@ -116,3 +97,15 @@ def invalid_field(field_name: str, message: str, type_: str = "value_error") -> 
         f"{field_name} is not valid: {message}",
         [{"field": field_name, "message": message, "type": type_}],
     )
+
+
+__all__ = [
+    "CODES",
+    "NOT_FOUND_RUN",
+    "NOT_FOUND_THREAD",
+    "ErrorAnswer",
+    "answer_for",
+    "details_from",
+    "invalid_field",
+    "validation_error",
+]

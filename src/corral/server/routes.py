@@ -12,15 +12,15 @@ from starlette.responses import Response
 
 from corral.core.events import dumps
 from corral.errors import InvalidRequest, NotFound
+from corral.runs.service import RunRequest
 from corral.server.api import Answer, Operation, check_path_params
 from corral.server.auth import issue_token
 from corral.server.errors import invalid_field, validation_error
 from corral.server.params import Body, int_param, read_body, str_param
 from corral.server.runtime import runtime_of
 from corral.server.schemas import AgentInfo, ErrorBody, EventList, RunList, RunObject
-from corral.server.service import RunRequest
 from corral.server.sse import stream_run
-from corral.store.runs import decode_cursor
+from corral.store.records import decode_row_cursor
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 
@@ -57,7 +57,7 @@ def _cursor(request: Request) -> int | None:
     raw = CURSOR.get(request)
     if not raw:
         return None
-    position = decode_cursor(raw)
+    position = decode_row_cursor(raw)
     if position is None:
         raise invalid_field(
             CURSOR.field, "not a cursor this server gave out; pass next_cursor unchanged"
@@ -136,7 +136,7 @@ async def stream(request: Request) -> Response:
     resume_at = LAST_EVENT_ID.get(request)
     start = resume_at if resume_at is not None else STREAM_AFTER.get(request) or 0
     record = await runtime.service.get_run(user.user_id, run_id)
-    return await stream_run(runtime, record, start)
+    return stream_run(runtime, record, start)
 
 
 async def healthz(request: Request) -> Response:
@@ -155,8 +155,9 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
     m = runtime.metrics
-    m.runs_running.set(runtime.service.factory.running_count())
-    m.runs_queued.set(runtime.service.factory.queued_count())
+    running, queued = await runtime.service.queue.counts()
+    m.runs_running.set(running)
+    m.runs_queued.set(queued)
     m.connections.labels("ws").set(runtime.pool.connection_count("ws"))
     m.connections.labels("sse").set(runtime.pool.connection_count("sse"))
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

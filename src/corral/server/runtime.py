@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from corral.core.bus import EventBus
+from corral.assembly import Parts
 from corral.core.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.monitor import EventMonitor
@@ -15,10 +15,9 @@ from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
 from corral.errors import ServiceUnavailable, Unauthorized
 from corral.metrics import Metrics
+from corral.runs.service import RunService
 from corral.server.auth import AuthError, Identity, bearer, verify_token
-from corral.server.service import RunService
 from corral.settings import Settings
-from corral.store.database import ping
 
 
 @dataclass
@@ -27,15 +26,26 @@ class Runtime:
 
     settings: Settings
     secret: str
-    registry: AgentRegistry
-    bus: EventBus
+    parts: Parts
     pool: WebSocketConnectionPool
     bridge: WebSocketBridgeFactory
-    service: RunService
-    monitor: EventMonitor
-    metrics: Metrics
-    background: list[asyncio.Task[None]] = field(default_factory=list)
     shutting_down: bool = False
+
+    @property
+    def service(self) -> RunService:
+        return self.parts.service
+
+    @property
+    def registry(self) -> AgentRegistry:
+        return self.parts.registry
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.parts.metrics
+
+    @property
+    def monitor(self) -> EventMonitor:
+        return self.parts.monitor
 
     def authenticate_token(self, token: str | None) -> Identity:
         """The identity a bearer token names; :class:`Unauthorized` saying why not."""
@@ -53,10 +63,7 @@ class Runtime:
         return self.authenticate_token(bearer(conn.headers.get("authorization")))
 
     async def ready(self) -> dict[str, bool]:
-        return {
-            "database": await ping(self.service.store.engine),
-            "bus": await self.bus.ping(),
-        }
+        return {"database": await self.parts.db.ping(), "bus": await self.parts.bus.ping()}
 
     async def begin_shutdown(self) -> None:
         """Stop taking work, close every socket with 1001, let runs finish within the grace."""
@@ -69,7 +76,8 @@ class Runtime:
             *(c.close(CLOSE_GOING_AWAY, "server shutting down; resume later") for c in conns),
             return_exceptions=True,
         )
-        await self.service.drain(self.settings.shutdown_grace_s)
+        if self.parts.worker is not None:
+            await self.parts.worker.drain(self.settings.shutdown_grace_s)
 
     def resume_everyone(self) -> None:
         """The bus lost events on the way (Redis restarted): every client resumes from its

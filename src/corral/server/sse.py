@@ -1,28 +1,32 @@
-"""``GET /v1/runs/{id}/stream``: stored events after a seq, then live ones, as SSE."""
+"""``GET /v1/runs/{id}/stream``: stored events after a seq, then live ones, as SSE.
+
+The stream attaches to the user's events inside the response body, so a response whose body
+is never read attaches nothing, and leaving the body — the run ended, the client went away, the
+server stops — always detaches.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.responses import StreamingResponse
 
 from corral.core.connection import Connection
 from corral.core.events import TERMINAL_TYPES, loads
+from corral.server.replay import replay
 
 if TYPE_CHECKING:
     from corral.server.runtime import Runtime
-    from corral.store.runs import RunRecord
+    from corral.store.records import RunRecord
 
 KEEPALIVE_S = 15.0
-PAGE = 1000
 _CLOSED = b""
 
 
 class _StreamTransport:
-    """Hands frames to the response generator one at a time (so the bound holds)."""
+    """Hands frames to the response body one at a time (so the connection's bound holds)."""
 
     def __init__(self) -> None:
         self.frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
@@ -39,48 +43,43 @@ class _StreamTransport:
                 self.frames.get_nowait()
 
 
-def _frame(doc: dict[str, Any], raw: bytes) -> bytes:
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (doc["seq"], doc["type"].encode(), raw)
+def frame(raw: bytes) -> tuple[bytes, bool]:
+    """One SSE message for an event (``id``, ``event``, ``data``), and whether it is terminal."""
+    doc = loads(raw)
+    kind = doc["type"]
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (doc["seq"], kind.encode(), raw), (
+        kind in TERMINAL_TYPES
+    )
 
 
-async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> StreamingResponse:
-    user_id, run_id = record.user_id, record.run_id
+def stream_run(runtime: Runtime, record: RunRecord, after: int) -> StreamingResponse:
+    """The SSE response of ``record``'s run from ``after``; it ends after the terminal event."""
+    return StreamingResponse(
+        _frames(runtime, record, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _frames(runtime: Runtime, record: RunRecord, after: int) -> AsyncIterator[bytes]:
+    if record.finished and after >= record.last_seq:
+        return  # resumed at or past the terminal event: nothing more will come
     transport = _StreamTransport()
     conn = Connection(
-        user_id,
+        record.user_id,
         transport,
         kind="sse",
-        run_filter=run_id,
+        run_filter=record.run_id,
         max_buffered_bytes=runtime.settings.ws_max_buffered_bytes,
         on_slow_consumer=lambda _c: runtime.metrics.slow_consumers.inc(),
     )
-    conn.hold(run_id)  # before reading the store: nothing published from now on is missed
-    await runtime.bridge.attach(conn)
-    conn.start()
-
-    async def frames() -> AsyncIterator[bytes]:
-        last = after
-        finished = record.finished
+    conn.hold(record.run_id)  # before attaching: nothing published from now on is missed
+    async with runtime.bridge.session(conn):
+        conn.start()
+        replaying = asyncio.get_running_loop().create_task(
+            replay(runtime.service, conn, record.run_id, after)
+        )
         try:
-            while True:
-                bodies = await runtime.service.events(user_id, run_id, after=last, limit=PAGE)
-                for raw in bodies:
-                    doc = loads(raw)
-                    yield _frame(doc, raw)
-                    last = doc["seq"]
-                    if doc["type"] in TERMINAL_TYPES:
-                        return
-                if len(bodies) < PAGE:
-                    if finished:
-                        # Resumed at or past the terminal event: nothing more will come.
-                        return
-                    # The run row is updated with its events, and this read comes after the
-                    # hold: "not finished" here means the terminal event reaches us live.
-                    current = await runtime.service.get_run(user_id, run_id)
-                    if not current.finished:
-                        break
-                    finished = True  # it ended meanwhile: read what is left, then end
-            conn.release(run_id, last)
             while True:
                 try:
                     raw = await asyncio.wait_for(transport.frames.get(), KEEPALIVE_S)
@@ -89,20 +88,12 @@ async def stream_run(runtime: Runtime, record: RunRecord, after: int) -> Streami
                     continue
                 if raw is _CLOSED or not raw:
                     return
-                doc = loads(raw)
-                if doc["seq"] <= last:
-                    continue
-                yield _frame(doc, raw)
-                last = doc["seq"]
-                if doc["type"] in TERMINAL_TYPES:
+                message, terminal = frame(raw)
+                yield message
+                if terminal:
                     return
         finally:
+            replaying.cancel()
+            await asyncio.wait({replaying})
             conn.mark_closed()
-            with contextlib.suppress(Exception):
-                await runtime.bridge.detach(conn)
-
-    return StreamingResponse(
-        frames(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+            await conn.close()

@@ -12,24 +12,20 @@ import orjson
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from corral.core.connection import (
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
-    Connection,
-)
+from corral.core.connection import CLOSE_POLICY, CLOSE_TOO_BIG, Connection
 from corral.core.events import dumps, loads
 from corral.core.pool import ConnectionLimitError
-from corral.errors import CorralError, InvalidRequest, Unauthorized
+from corral.errors import CorralError, InvalidRequest, Unauthorized, details_from
+from corral.runs.service import RunRequest
 from corral.server.auth import Identity, bearer
-from corral.server.errors import answer_for, details_from
+from corral.server.errors import answer_for
 from corral.server.params import MAX_INT
-from corral.server.service import RunRequest
+from corral.server.replay import replay
 
 if TYPE_CHECKING:
     from corral.server.runtime import Runtime
 
 log = logging.getLogger("corral.ws")
-PAGE = 1000
 
 
 class _SocketTransport:
@@ -84,16 +80,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     )
     conn.offer(dumps({"type": "ready", "user_id": identity.user_id}))
     try:
-        await runtime.bridge.attach(conn)
+        async with runtime.bridge.session(conn):
+            conn.start()
+            await _Session(ws, runtime, conn).serve()
     except ConnectionLimitError as exc:
         await _refuse(ws, "rate_limited", str(exc))
-        return
-    conn.start()
-    try:
-        await _serve(ws, runtime, conn)
     finally:
         conn.mark_closed()
-        await runtime.bridge.detach(conn)
         await conn.close()
 
 
@@ -140,61 +133,116 @@ async def _authenticate(ws: WebSocket, runtime: Runtime) -> Identity | None:
         return None
 
 
-async def _serve(ws: WebSocket, runtime: Runtime, conn: Connection) -> None:
-    limit = runtime.settings.ws_max_message_bytes
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        raw = message.get("text")
-        if raw is None:
-            raw = message.get("bytes") or b""
-        if len(raw) > limit:
-            await conn.close(CLOSE_TOO_BIG, "message over 64 KiB")
-            return
+class _Session:
+    """One authenticated socket: a reader task takes client messages off the socket while
+    they are handled one at a time, in order (a ``resume``'s replay before the next message).
+
+    The socket is read all the time, so a close during a long replay is answered at once: the
+    handler (and its replay) is cancelled.
+    """
+
+    INBOX = 64  # messages read ahead of the handler; then reading waits (backpressure)
+
+    def __init__(self, ws: WebSocket, runtime: Runtime, conn: Connection) -> None:
+        self.ws = ws
+        self.runtime = runtime
+        self.conn = conn
+        self.user_id = conn.user_id
+
+    async def serve(self) -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.INBOX)
+        handler = asyncio.get_running_loop().create_task(self._handle(inbox))
         try:
-            doc = loads(raw)
-        except orjson.JSONDecodeError:
-            conn.offer(error_message("validation_error", "the message is not valid JSON"))
-            continue
-        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
-            conn.offer(
-                error_message("validation_error", 'a message is a JSON object with a string "type"')
-            )
-            continue
-        try:
-            await _dispatch(runtime, conn, doc)
-        except CorralError as exc:
-            answer = answer_for(exc)
-            if answer is None:
-                log.exception("websocket message failed", extra={"user_id": conn.user_id})
-                conn.offer(error_message("unavailable", "the server could not handle that"))
+            await self._read(inbox)
+        finally:
+            handler.cancel()
+            await asyncio.wait({handler})
+
+    async def _read(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+        limit = self.runtime.settings.ws_max_message_bytes
+        conn = self.conn
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            if len(raw) > limit:
+                await conn.close(CLOSE_TOO_BIG, "message over 64 KiB")
+                return
+            try:
+                doc = loads(raw)
+            except orjson.JSONDecodeError:
+                conn.offer(error_message("validation_error", "the message is not valid JSON"))
                 continue
-            extra: dict[str, Any] = {}
-            if "client_ref" in doc:
-                extra["client_ref"] = doc["client_ref"]
-            conn.offer(dumps(answer.ws_message(**extra)))
-        except WebSocketDisconnect:
+            if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+                conn.offer(
+                    error_message(
+                        "validation_error", 'a message is a JSON object with a string "type"'
+                    )
+                )
+                continue
+            await inbox.put(doc)
+
+    async def _handle(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            doc = await inbox.get()
+            try:
+                await self._dispatch(doc)
+            except CorralError as exc:
+                self._answer_error(exc, doc)
+            except WebSocketDisconnect:
+                return
+            except Exception:
+                log.exception("websocket message failed", extra={"user_id": self.user_id})
+                self.conn.offer(error_message("unavailable", "the server could not handle that"))
+
+    def _answer_error(self, exc: CorralError, doc: dict[str, Any]) -> None:
+        answer = answer_for(exc)
+        if answer is None:
+            log.error("websocket message failed: %r", exc, extra={"user_id": self.user_id})
+            self.conn.offer(error_message("unavailable", "the server could not handle that"))
             return
-        except Exception:
-            log.exception("websocket message failed", extra={"user_id": conn.user_id})
-            conn.offer(error_message("unavailable", "the server could not handle that message"))
+        extra: dict[str, Any] = {}
+        if "client_ref" in doc:
+            extra["client_ref"] = doc["client_ref"]
+        self.conn.offer(dumps(answer.ws_message(**extra)))
 
+    async def _dispatch(self, doc: dict[str, Any]) -> None:
+        kind = doc["type"]
+        if kind == "ping":
+            self.conn.offer(b'{"type":"pong"}')
+        elif kind == "start_run":
+            await self._start_run(doc)
+        elif kind == "cancel_run":
+            run_id = doc.get("run_id")
+            if not isinstance(run_id, str) or not run_id:
+                raise InvalidRequest(
+                    "cancel_run needs a run_id",
+                    [{"field": "run_id", "message": "required", "type": "missing"}],
+                )
+            # Not waiting for the run to end: this socket keeps reading; the terminal event
+            # arrives on it like any other.
+            await self.runtime.service.cancel(self.user_id, run_id, wait=False)
+        elif kind == "resume":
+            await self._resume(doc)
+        elif kind == "auth":
+            raise InvalidRequest("this connection is already authenticated")
+        else:
+            raise InvalidRequest(
+                f"unknown message type {kind[:40]!r}: use start_run, cancel_run, resume or ping"
+            )
 
-async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> None:
-    kind = doc["type"]
-    user_id = conn.user_id
-    if kind == "ping":
-        conn.offer(b'{"type":"pong"}')
-    elif kind == "start_run":
+    async def _start_run(self, doc: dict[str, Any]) -> None:
         body = {k: v for k, v in doc.items() if k not in ("type", "client_ref")}
         try:
             request = RunRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequest("start_run is not valid", details_from(exc)) from None
-        record, _ = await runtime.service.start(user_id, request)
-        runtime.metrics.runs_submitted.labels("ws").inc()
-        conn.offer(
+        record, _ = await self.runtime.service.start(self.user_id, request)
+        self.runtime.metrics.runs_submitted.labels("ws").inc()
+        self.conn.offer(
             dumps(
                 {
                     "type": "run_accepted",
@@ -203,53 +251,18 @@ async def _dispatch(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> 
                 }
             )
         )
-    elif kind == "cancel_run":
-        run_id = doc.get("run_id")
+
+    async def _resume(self, doc: dict[str, Any]) -> None:
+        run_id, after = doc.get("run_id"), doc.get("after", 0)
         if not isinstance(run_id, str) or not run_id:
             raise InvalidRequest(
-                "cancel_run needs a run_id",
+                "resume needs a run_id",
                 [{"field": "run_id", "message": "required", "type": "missing"}],
             )
-        # Not waiting for the run to end: this socket keeps reading; the terminal event
-        # arrives on it like any other.
-        await runtime.service.cancel(user_id, run_id, wait=False)
-    elif kind == "resume":
-        await _resume(runtime, conn, doc)
-    elif kind == "auth":
-        raise InvalidRequest("this connection is already authenticated")
-    else:
-        raise InvalidRequest(
-            f"unknown message type {kind[:40]!r}: use start_run, cancel_run, resume or ping",
-        )
-
-
-async def _resume(runtime: Runtime, conn: Connection, doc: dict[str, Any]) -> None:
-    run_id, after = doc.get("run_id"), doc.get("after", 0)
-    if not isinstance(run_id, str) or not run_id:
-        raise InvalidRequest(
-            "resume needs a run_id",
-            [{"field": "run_id", "message": "required", "type": "missing"}],
-        )
-    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_INT:
-        raise InvalidRequest(
-            f"resume's after must be a whole number from 0 to {MAX_INT}",
-            [{"field": "after", "message": "must be an integer >= 0", "type": "int_type"}],
-        )
-    await runtime.service.get_run(conn.user_id, run_id)
-    conn.hold(run_id)  # before reading: live events from now on wait behind the replay
-    last = after
-    try:
-        while True:
-            bodies = await runtime.service.events(conn.user_id, run_id, after=last, limit=PAGE)
-            for raw in bodies or ():
-                # The replay may be far larger than the connection's bound, so it goes at the
-                # socket's pace instead of closing a client that reads as fast as it can.
-                if not await conn.wait_for_room(len(raw)):
-                    return
-                conn.offer(raw)
-            if bodies:
-                last = loads(bodies[-1])["seq"]
-            if not bodies or len(bodies) < PAGE:
-                break
-    finally:
-        conn.release(run_id, last)
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_INT:
+            raise InvalidRequest(
+                f"resume's after must be a whole number from 0 to {MAX_INT}",
+                [{"field": "after", "message": "must be an integer >= 0", "type": "int_type"}],
+            )
+        await self.runtime.service.get_run(self.user_id, run_id)  # NotFound for not theirs
+        await replay(self.runtime.service, self.conn, run_id, after)

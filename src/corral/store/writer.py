@@ -1,82 +1,86 @@
-"""Group commit: events are stored in batches, then delivered — never the other way round."""
+"""The one writer: every change to runs and events is stored, then published, then observed.
+
+Engine events (``emit``) and write operations (``submit``: creating a run, cancelling a queued
+one, interrupting dead runs, claims and leases in a cluster...) wait in one line and are
+written in batches, one transaction per batch (group commit). After the commit every event of
+the batch — the engines' and the ones operations wrote — is handed to the bus in order, and
+then to the observers (metrics, the monitor, the per-run log line). Nothing reaches a client
+before it is stored, and no path writes events around this one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from corral.core.events import Event, EventType, dumps, terminal_status
-from corral.errors import FencedError, StoreError
-from corral.store.models import EventRow, RunRow
+from corral.core.events import Event, EventType
+from corral.errors import FencedError, RequestError, StoreError, StoreUnavailable
+from corral.store import statements as S
+from corral.store.database import Database
+from corral.store.ops import Op, finish_params
+from corral.store.sql import Sql
 
 log = logging.getLogger("corral.store.writer")
 
-Publish = Callable[[Event, bytes], Awaitable[None]]
+T = TypeVar("T")
+Published = tuple[Event, bytes]
+Publish = Callable[[Sequence[Published]], Awaitable[None]]
+Observe = Callable[[Sequence[Event]], None]
 
 
 @dataclass(slots=True)
-class _Pending:
+class _Emit:
     event: Event
     payload: bytes
     done: asyncio.Future[None]
 
 
-# Deadlock detected, serialization failure: the transaction lost a race; run it again.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+@dataclass(slots=True)
+class _Submit:
+    op: Op[Any]
+    done: asyncio.Future[Any]
+    deadline: float | None = None  # loop time after which a batch retry drops it
 
 
-def database_away(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying: the database could not be reached, or the
-    transaction lost a race (deadlock, serialization) and will succeed when run again."""
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return bool(exc.connection_invalidated) or sqlstate in RETRYABLE_SQLSTATES
+_Item = _Emit | _Submit
 
 
 class EventWriter:
-    """The app's one event sink: ``emit`` → stored (one transaction per batch) → published.
+    """The app's one writer. ``async with`` starts it; leaving writes what is pending, stops.
 
-    ``emit`` is synchronous up to acceptance (the event's place in line is fixed when it is
-    called) and returns a future that resolves once the event is committed *and* handed to
-    the bus. A caller cancelled while waiting loses nothing: the writer still stores and
-    publishes the event. The run row follows its events in the same transaction (status,
-    ``started_at``, output or error, ``finished_at``, ``last_seq``). A failing database is
-    retried with backoff — by default until it answers again, since a dropped batch would
-    leave a gap in its runs' ``seq``; the emitting runs wait meanwhile (backpressure), and
-    their own deadlines still apply. With ``retry_for_s`` set, a batch that still fails after
-    that long is refused (its emitters get :class:`StoreError`) and nothing of it published.
+    ``emit`` (an engine's :class:`~corral.core.engine.EventSink`) and ``submit`` are
+    synchronous up to acceptance — an event's place in line is fixed when it is called — and
+    return futures. A caller cancelled while waiting loses nothing: the writer still stores and
+    publishes. Emission is pipelined: a run waits only for its terminal event's commit, or when
+    the backlog is over ``max_backlog`` (the backpressure); delivery always follows the commit.
+    A database that cannot be reached is waited out with backoff (a dropped batch would leave a
+    gap in its runs' ``seq``); with ``retry_for_s`` set, a batch still failing after that long
+    is refused (its callers get :class:`StoreError`) and nothing of it is published.
     """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         publish: Publish,
+        observe: Observe | None = None,
         *,
         max_batch: int = 1024,
         max_backlog: int = 1024,
         retry_for_s: float | None = None,
         close_timeout_s: float = 15.0,
-        on_committed: Callable[[list[Event]], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._publish = publish
+        self._observe = observe
         self._max_batch = max_batch
+        self._max_backlog = max_backlog
         self._retry_for_s = retry_for_s
         self._close_timeout_s = close_timeout_s
-        self._on_committed = on_committed
-        self._pending: list[_Pending] = []
-        self._max_backlog = max_backlog
+        self._pending: list[_Item] = []
         self._accepted: asyncio.Future[None] | None = None  # a done future, reused
         self._attempts: dict[str, int] = {}  # run_id -> attempt, for fenced writers
         self._wakeup = asyncio.Event()
@@ -84,29 +88,22 @@ class EventWriter:
         self._closing = False
 
     async def __aenter__(self) -> EventWriter:
-        self.start()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="event-writer")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="event-writer")
+    # -- accepting ------------------------------------------------------------------------------
 
     def emit(self, event: Event) -> asyncio.Future[None]:
-        """Accept ``event``; the returned future resolves when the emitter may go on.
-
-        Pipelined: a run does not wait for each event's commit — that would allow one event
-        per run per commit — but only for its terminal event (so a finished run is stored
-        when its engine returns) and whenever the backlog is over ``max_backlog`` (the
-        backpressure). Delivery still always follows the commit.
-        """
+        """Accept an engine's ``event``; the future resolves when the engine may go on."""
         if self._closing:
             raise StoreError("the event writer is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append(_Pending(event, event.to_json(), done))
+        self._pending.append(_Emit(event, event.to_json(), done))
         self._wakeup.set()
         if event.terminal or len(self._pending) > self._max_backlog:
             return done
@@ -114,6 +111,22 @@ class EventWriter:
             self._accepted = loop.create_future()
             self._accepted.set_result(None)
         return self._accepted
+
+    def submit(self, op: Op[T], *, within_s: float | None = None) -> asyncio.Future[T]:
+        """Queue ``op``; the future has its result once committed and its events published.
+
+        With ``within_s`` (a request waiting on it), an operation the database could not take
+        within that long is withdrawn — never written later — and fails with
+        :class:`StoreUnavailable`; without it, it waits for the database like events do.
+        """
+        if self._closing:
+            raise StoreUnavailable("the server is stopping")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        deadline = None if within_s is None else loop.time() + within_s
+        self._pending.append(_Submit(op, done, deadline))
+        self._wakeup.set()
+        return done
 
     def fence(self, run_id: str, attempt: int) -> None:
         """Write ``run_id``'s events only while its stored attempt is ``attempt``.
@@ -139,14 +152,13 @@ class EventWriter:
             return
         done, _ = await asyncio.wait({self._task}, timeout=self._close_timeout_s)
         if not done:
-            log.error("closing with %d event(s) not stored: the database is away", self.backlog)
+            log.error("closing with %d write(s) not stored: the database is away", self.backlog)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            for item in self._pending:
-                if not item.done.done():
-                    item.done.set_exception(StoreError("the server stopped before storing it"))
-                    item.done.exception()
+            self._fail(self._pending, StoreError("the server stopped before storing it"))
             self._pending.clear()
+
+    # -- the loop -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
@@ -158,136 +170,205 @@ class EventWriter:
                 continue
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
+            attempts = dict(self._attempts)
             try:
-                fenced = await self._store(batch)
+                batch, outcomes, emitted = await self._store(batch, attempts)
             except Exception as exc:
-                log.error("could not store %d event(s): %s", len(batch), type(exc).__name__)
-                error = StoreError(f"the database did not store the events: {exc}")
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(error)
-                        item.done.exception()  # mark retrieved: the emitter may be gone
-                continue
-            if fenced:
-                log.warning("refused events of %d run(s) this process no longer owns", len(fenced))
-                kept = []
-                for item in batch:
-                    if item.event.run_id in fenced:
-                        if not item.done.done():
-                            attempt = self._attempts.get(item.event.run_id, -1)
-                            item.done.set_exception(FencedError(item.event.run_id, attempt))
-                            item.done.exception()
-                    else:
-                        kept.append(item)
-                batch = kept
-            for item in batch:
-                try:
-                    await self._publish(item.event, item.payload)
-                except Exception:
-                    # Stored is what counts; subscribers catch up by resume.
-                    log.warning("publish failed", extra={"run_id": item.event.run_id})
-                if not item.done.done():
-                    item.done.set_result(None)
-            if self._on_committed is not None:
-                self._on_committed([item.event for item in batch])
+                if isinstance(exc, StoreUnavailable):
+                    log.error("could not store %d write(s): the database is away", len(batch))
+                    self._fail(batch, StoreError(f"the database did not store it: {exc}"))
+                    continue
+                log.warning("a batch failed (%s); writing its items one by one", exc)
+                outcomes, emitted = await self._one_by_one(batch, attempts)
+            await self._deliver(batch, outcomes, emitted)
 
-    async def _store(self, batch: list[_Pending]) -> set[str]:
+    async def _store(
+        self, batch: list[_Item], attempts: dict[str, int]
+    ) -> tuple[list[_Item], list[Any], list[Published]]:
+        """Write ``batch`` in one transaction, waiting out an unreachable database; returns
+        what was written (operations past their deadline are withdrawn meanwhile)."""
         delay, waited = 0.05, 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                return await self._write(batch)
-            except Exception as exc:
-                # The database is away (refused, dropped, timed out): wait for it. Anything
-                # else (a constraint) would fail again the same way, so it is not retried.
-                if not database_away(exc):
-                    raise
+                outcomes, emitted = await self._db.write(
+                    functools.partial(_apply, batch=batch, attempts=attempts)
+                )
+                return batch, outcomes, emitted
+            except StoreUnavailable as exc:
                 if self._retry_for_s is not None and waited >= self._retry_for_s:
                     raise
-                log.warning("database write failed; retrying in %.2f s", delay)
+                if self._closing and waited >= self._close_timeout_s:
+                    raise
+                log.warning("database write failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 1.0)
+                now = loop.time()
+                late = [i for i in batch if isinstance(i, _Submit) and _past(i, now)]
+                if late:
+                    self._fail(late, StoreUnavailable(str(exc)))
+                    batch = [i for i in batch if not (isinstance(i, _Submit) and _past(i, now))]
+                    if not batch:
+                        return batch, [], []
 
-    async def _write(self, batch: list[_Pending]) -> set[str]:
-        """One transaction for the batch; returns the fenced-out run ids (nothing written)."""
-        last_seq: dict[str, int] = {}
-        started: list[dict[str, Any]] = []
-        finished: list[dict[str, Any]] = []
+    async def _one_by_one(
+        self, batch: list[_Item], attempts: dict[str, int]
+    ) -> tuple[list[Any], list[Published]]:
+        outcomes: list[Any] = []
+        emitted: list[Published] = []
         for item in batch:
-            ev = item.event
-            last_seq[ev.run_id] = max(last_seq.get(ev.run_id, 0), ev.seq)
-            if ev.type is EventType.AGENT_STARTED:
-                started.append({"b_run": ev.run_id, "b_ts": ev.ts})
-            elif ev.terminal:
-                status = terminal_status(ev.type, ev.data)
-                output = ev.data.get("output") if ev.type is EventType.AGENT_COMPLETED else None
-                error = ev.data.get("error")
-                if ev.type is EventType.AGENT_CANCELLED:
-                    error = {"type": "cancelled", "message": str(ev.data.get("reason", ""))}
-                finished.append(
-                    {
-                        "b_run": ev.run_id,
-                        "b_status": status.value,
-                        "b_output": None if output is None else dumps(output).decode(),
-                        "b_error": None if error is None else dumps(error).decode(),
-                        "b_ts": ev.ts,
-                    }
-                )
-        fenced: set[str] = set()
-        async with self._engine.begin() as conn:
-            plain = []
-            # Rows are locked in run_id order, as the lease renewal does: no deadlock.
-            for run, seq in sorted(last_seq.items()):
-                attempt = self._attempts.get(run)
-                if attempt is None:
-                    plain.append({"b_run": run, "b_seq": seq})
-                    continue
-                # Row-locks the run until commit: a reaper cannot slip in between.
-                result = await conn.execute(
-                    update(RunRow)
-                    .where(RunRow.run_id == run, RunRow.attempt == attempt)
-                    .values(last_seq=seq)
-                )
-                if getattr(result, "rowcount", 0) != 1:
-                    fenced.add(run)
-            if plain:
-                await conn.execute(
-                    update(RunRow)
-                    .where(RunRow.run_id == bindparam("b_run"))
-                    .values(last_seq=bindparam("b_seq")),
-                    plain,
-                )
-            event_rows = [
-                {
-                    "run_id": item.event.run_id,
-                    "seq": item.event.seq,
-                    "type": item.event.type.value,
-                    "body": item.payload.decode(),
-                }
-                for item in batch
-                if item.event.run_id not in fenced
-            ]
-            if event_rows:
-                await conn.execute(insert(EventRow), event_rows)
-            started = [s for s in started if s["b_run"] not in fenced]
-            finished = [f for f in finished if f["b_run"] not in fenced]
-            if started:
-                await conn.execute(
-                    update(RunRow)
-                    .where(RunRow.run_id == bindparam("b_run"))
-                    .values(status="running", started_at=bindparam("b_ts")),
-                    started,
-                )
-            if finished:
-                await conn.execute(
-                    update(RunRow)
-                    .where(RunRow.run_id == bindparam("b_run"))
-                    .values(
-                        status=bindparam("b_status"),
-                        output=bindparam("b_output"),
-                        error=bindparam("b_error"),
-                        finished_at=bindparam("b_ts"),
-                    ),
-                    finished,
-                )
-        return fenced
+            try:
+                _written, result, produced = await self._store([item], attempts)
+                outcomes.extend(result or [StoreUnavailable("the database is away")])
+                emitted.extend(produced)
+            except Exception as exc:
+                log.error("a write failed: %s: %s", type(exc).__name__, exc)
+                outcomes.append(exc if isinstance(exc, StoreError) else StoreError(str(exc)))
+        return outcomes, emitted
+
+    async def _deliver(
+        self, batch: list[_Item], outcomes: list[Any], emitted: list[Published]
+    ) -> None:
+        if emitted:
+            try:
+                await self._publish(emitted)
+            except Exception as exc:
+                # Stored is what counts; subscribers catch up by resuming from the store.
+                log.warning("publishing %d event(s) failed: %s", len(emitted), exc)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.done.set_exception(outcome)
+                item.done.exception()  # retrieved: the caller may be gone
+            else:
+                item.done.set_result(outcome)
+        if self._observe is not None and emitted:
+            try:
+                self._observe([event for event, _payload in emitted])
+            except Exception:
+                log.exception("an event observer failed")
+
+    @staticmethod
+    def _fail(items: Sequence[_Item], error: BaseException) -> None:
+        for item in items:
+            if not item.done.done():
+                item.done.set_exception(error)
+                item.done.exception()
+
+
+def _past(item: _Submit, now: float) -> bool:
+    return item.deadline is not None and now >= item.deadline
+
+
+# -- one transaction ------------------------------------------------------------------------------
+
+
+def _apply(
+    sql: Sql, batch: Sequence[_Item], attempts: dict[str, int]
+) -> tuple[list[Any], list[Published]]:
+    """Write ``batch`` in order; returns each item's outcome and the events to publish.
+
+    Runs on the database's writing thread (SQLite) or inside ``run_sync`` (PostgreSQL).
+    """
+    outcomes: list[Any] = [None] * len(batch)
+    emitted: list[Published] = []
+    run: list[int] = []  # indexes of consecutive _Emit items not yet written
+    for index, item in enumerate(batch):
+        if isinstance(item, _Emit):
+            run.append(index)
+            continue
+        _write_events(sql, batch, run, attempts, outcomes, emitted)
+        run = []
+        produced: list[Event] = []
+        try:
+            outcomes[index] = item.op.apply(sql, produced)
+        except RequestError as exc:
+            outcomes[index] = exc
+        emitted.extend((event, event.to_json()) for event in produced)
+    _write_events(sql, batch, run, attempts, outcomes, emitted)
+    return outcomes, emitted
+
+
+def _write_events(
+    sql: Sql,
+    batch: Sequence[_Item],
+    indexes: list[int],
+    attempts: dict[str, int],
+    outcomes: list[Any],
+    emitted: list[Published],
+) -> None:
+    if not indexes:
+        return
+    items = [batch[i] for i in indexes]
+    last_seq: dict[str, int] = {}
+    for item in items:
+        assert isinstance(item, _Emit)
+        ev = item.event
+        last_seq[ev.run_id] = max(last_seq.get(ev.run_id, 0), ev.seq)
+    fenced = _update_last_seq(sql, last_seq, attempts)
+    kept: list[_Emit] = []
+    for index, item in zip(indexes, items, strict=True):
+        assert isinstance(item, _Emit)
+        if item.event.run_id in fenced:
+            outcomes[index] = FencedError(item.event.run_id, attempts.get(item.event.run_id, -1))
+        else:
+            kept.append(item)
+    if not kept:
+        return
+    sql.many(
+        S.INSERT_EVENT,
+        (
+            {
+                "run_id": i.event.run_id,
+                "seq": i.event.seq,
+                "type": i.event.type.value,
+                "body": i.payload.decode(),
+            }
+            for i in kept
+        ),
+    )
+    started = [{"run_id": i.event.run_id, "ts": i.event.ts} for i in kept if _starts(i.event)]
+    if started:
+        sql.many(S.MARK_STARTED, started)
+    finished = [finish_params(i.event) for i in kept if i.event.terminal]
+    if finished:
+        sql.many(S.MARK_FINISHED, finished)
+        sql.many(
+            S.TOUCH_THREAD,
+            ({"thread_id": i.event.thread_id, "ts": i.event.ts} for i in kept if i.event.terminal),
+        )
+    emitted.extend((i.event, i.payload) for i in kept)
+
+
+def _starts(event: Event) -> bool:
+    return event.type is EventType.AGENT_STARTED
+
+
+def _update_last_seq(sql: Sql, last_seq: dict[str, int], attempts: dict[str, int]) -> set[str]:
+    """Move each run's ``last_seq``; returns the fenced-out runs (their attempt moved on)."""
+    plain = [{"run_id": r, "seq": s} for r, s in last_seq.items() if r not in attempts]
+    if plain:
+        sql.many(S.SET_LAST_SEQ, plain)
+    owned = sorted((r, attempts[r], s) for r, s in last_seq.items() if r in attempts)
+    if not owned:
+        return set()
+    if sql.dialect == "postgresql":
+        # One statement for every owned run; the row locks it takes are released at commit.
+        rows = sql.all(
+            S.SET_LAST_SEQ_FENCED_MANY,
+            {
+                "run_ids": [r for r, _a, _s in owned],
+                "attempts": [a for _r, a, _s in owned],
+                "seqs": [s for _r, _a, s in owned],
+            },
+        )
+        kept = {row[0] for row in rows}
+        return {r for r, _a, _s in owned} - kept
+    fenced = set()
+    for run_id, attempt, seq in owned:
+        params = {"run_id": run_id, "attempt": attempt, "seq": seq}
+        if sql.execute(S.SET_LAST_SEQ_FENCED, params) != 1:
+            fenced.add(run_id)
+    return fenced

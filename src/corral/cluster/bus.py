@@ -1,11 +1,15 @@
-"""The event bus on Redis pub/sub: one channel per user, subscribed only where they connect."""
+"""The event bus on Redis pub/sub: one channel per user, subscribed only where they connect.
+
+Beside the users' channels, one control channel carries what every corral process of the
+cluster must hear: "there is work" (workers claim), "cancel this run" (its worker stops it).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,10 +18,11 @@ from redis.exceptions import RedisError
 from corral.core.bus import Handler
 from corral.core.events import Event
 
-log = logging.getLogger("corral.bus.redis")
+log = logging.getLogger("corral.cluster.bus")
 
 PREFIX = "corral:"
 CONTROL = f"{PREFIX}control"
+ControlHandler = Callable[[bytes], None]
 
 
 def user_channel(user_id: str) -> str:
@@ -41,47 +46,57 @@ class RedisEventBus:
     """Publishes each stored event on its owner's channel; a process subscribes to the
     channels of the users connected to it, and to nothing else.
 
-    One pub/sub connection per process, read by one task. When Redis goes away the reader
-    reconnects with backoff and subscribes again; events published meanwhile were stored
-    first, so ``on_gap`` is called and connections are closed for their clients to resume.
+    ``async with RedisEventBus(url)``: one pub/sub connection per process, read by one task.
+    When Redis goes away the reader reconnects with backoff and subscribes again; events
+    published meanwhile were stored first, so ``on_gap`` is called and connections are closed
+    for their clients to resume.
     """
 
-    def __init__(self, client: aioredis.Redis, on_gap: Callable[[], None] | None = None) -> None:
-        self._client = client
-        self._subs: dict[str, list[_RedisSubscription]] = {}
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._closed = False
-        self.on_gap = on_gap
-        self.on_control: Callable[[bytes], None] | None = None
-
-    @classmethod
-    async def connect(cls, url: str) -> RedisEventBus:
-        client = aioredis.Redis.from_url(
+    def __init__(self, url: str) -> None:
+        self._client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=2,
             socket_timeout=None,
             health_check_interval=10,
             retry_on_timeout=True,
         )
-        bus = cls(client)
-        bus._reader = asyncio.get_running_loop().create_task(bus._read_forever())
-        return bus
+        self._subs: dict[str, list[_RedisSubscription]] = {}
+        self._control: list[ControlHandler] = []
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self.on_gap: Callable[[], None] | None = None
+
+    async def __aenter__(self) -> RedisEventBus:
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_forever(), name="redis-bus"
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     @property
     def client(self) -> aioredis.Redis:
         return self._client
 
-    async def publish(self, event: Event, payload: bytes) -> None:
-        # The owner travels with the event, so the receiving side checks channel == owner.
-        await self._client.publish(
-            user_channel(event.user_id), event.user_id.encode() + b"\n" + payload
-        )
+    async def publish(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        """Publish stored events, in order, in one round trip."""
+        if not batch:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for event, payload in batch:
+            # The owner travels with the event, so the receiving side checks channel == owner.
+            pipe.publish(user_channel(event.user_id), event.user_id.encode() + b"\n" + payload)
+        await pipe.execute()
 
     async def publish_control(self, message: bytes) -> None:
-        """Broadcast a control message (e.g. a cancellation) to every corral process."""
+        """Broadcast a control message to every corral process."""
         await self._client.publish(CONTROL, message)
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """Call ``handler`` with every control message (it must not block)."""
+        self._control.append(handler)
 
     async def subscribe(self, user_id: str, handler: Handler) -> _RedisSubscription:
         sub = _RedisSubscription(self, user_id, handler)
@@ -128,7 +143,6 @@ class RedisEventBus:
                         self.on_gap()
                 first = False
                 delay = 0.1
-                self._connected.set()
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is None or message.get("type") != "message":
@@ -137,7 +151,6 @@ class RedisEventBus:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                self._connected.clear()
                 self._pubsub = None
                 log.warning(
                     "Redis pub/sub lost (%s); retrying in %.1f s", type(exc).__name__, delay
@@ -151,8 +164,11 @@ class RedisEventBus:
     def _dispatch(self, channel: bytes | str, data: bytes) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel
         if name == CONTROL:
-            if self.on_control is not None:
-                self.on_control(data)
+            for handler in self._control:
+                try:
+                    handler(data)
+                except Exception:
+                    log.exception("a control handler failed")
             return
         subs = self._subs.get(name)
         if not subs:
@@ -163,10 +179,9 @@ class RedisEventBus:
         except Exception:
             log.error("dropped a malformed event on %s", name)
             return
-        data = payload
         for sub in list(subs):
             try:
-                sub.handler(event, data)
+                sub.handler(event, payload)
             except Exception:
                 log.exception("event handler failed", extra={"user_id": event.user_id})
 
@@ -175,5 +190,6 @@ class RedisEventBus:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
         self._subs.clear()
         await self._client.aclose()

@@ -1,1 +1,0 @@
-"""Event bus and run queue adapters: Redis (the in-process bus lives in corral.core.bus)."""

@@ -1,0 +1,1 @@
+"""Several nodes on PostgreSQL + Redis: the event bus, the run queue, claims and leases."""

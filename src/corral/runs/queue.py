@@ -1,0 +1,180 @@
+"""The run queue: the seam between accepting runs and executing them.
+
+One interface, two backends: :class:`InProcessRunQueue` (a single node: admission in memory)
+and :class:`corral.cluster.queue.ClusterRunQueue` (PostgreSQL decides, Redis wakes workers up).
+The service submits and cancels; a :class:`~corral.runs.worker.Worker` claims, executes,
+renews its leases and reports each run finished. Admission and fairness are the scheduler's
+(:mod:`corral.core.admission`) in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from corral.core.admission import Limits, Scheduler, Ticket, TicketState
+from corral.store.ops import CancelQueued, InterruptUnfinished
+from corral.store.records import RunRecord
+from corral.store.writer import EventWriter
+
+log = logging.getLogger("corral.queue")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run a worker may execute now; ``fenced``: its writes name ``run.attempt``."""
+
+    run: RunRecord
+    fenced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    lost: frozenset[str] = frozenset()  # runs whose lease is gone: stop them here
+    cancels: dict[str, str] = field(default_factory=dict)  # run_id -> reason asked for
+
+
+class Executor(Protocol):
+    """What a queue tells the process executing a run (its worker)."""
+
+    def cancel(self, run_id: str, reason: str) -> None: ...
+
+
+class RunQueue(Protocol):
+    """Submit, claim, cancel, renew, wait until settled. Every method runs on the event loop."""
+
+    @property
+    def lease_s(self) -> float | None:
+        """How long a claim lasts without renewal (None: for the life of the process)."""
+        ...
+
+    def attach(self, executor: Executor) -> None:
+        """The worker of this process, told about cancellations of the runs it executes."""
+        ...
+
+    async def submit(self, run: RunRecord) -> None:
+        """``run`` is stored as queued; make it claimable."""
+        ...
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Up to ``limit`` runs to execute now; waits until there is at least one.
+        Cancellation-safe: nothing is claimed by a call that was cancelled."""
+        ...
+
+    def finished(self, claim: Claim) -> None:
+        """The run's terminal event is stored: its slot is free."""
+        ...
+
+    async def cancel(self, user_id: str, run_id: str, reason: str) -> bool:
+        """End a queued run of ``user_id`` now, or ask its executor to stop it; False when it
+        is not queued or executing (or not theirs)."""
+        ...
+
+    async def renew(self, claims: Sequence[Claim]) -> Renewal: ...
+
+    async def wait_settled(self, run_id: str, timeout_s: float) -> None:
+        """Return when the run is finished, or after ``timeout_s``."""
+        ...
+
+    async def counts(self) -> tuple[int, int]:
+        """(running, queued) runs, for the gauges."""
+        ...
+
+
+class InProcessRunQueue:
+    """A single node's queue: the scheduler in memory, the run rows in the database.
+
+    ``async with`` it: on entering, runs a dead process left unfinished are ended as
+    ``interrupted`` (nothing else can be executing them); on leaving — after the worker
+    drained — so are the runs still queued or executing.
+    """
+
+    def __init__(self, writer: EventWriter, limits: Limits) -> None:
+        self._writer = writer
+        self._scheduler = Scheduler(limits)
+        self._runs: dict[str, tuple[RunRecord, Ticket, asyncio.Future[None]]] = {}
+        self._ready = asyncio.Event()
+        self._executor: Executor | None = None
+
+    async def __aenter__(self) -> InProcessRunQueue:
+        count = await self._writer.submit(
+            InterruptUnfinished("the server stopped before the run finished")
+        )
+        if count:
+            log.warning("ended %d run(s) of a previous process as interrupted", count)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        count = await self._writer.submit(
+            InterruptUnfinished("the server shut down before the run finished")
+        )
+        if count:
+            log.warning("ended %d unfinished run(s) as interrupted at shutdown", count)
+        for _record, _ticket, settled in self._runs.values():
+            if not settled.done():
+                settled.set_result(None)
+        self._runs.clear()
+
+    @property
+    def lease_s(self) -> float | None:
+        return None
+
+    def attach(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def submit(self, run: RunRecord) -> None:
+        ticket = Ticket(run.user_id, run.thread_id, run.run_id)
+        self._scheduler.add(ticket, check_queue=False)  # the store checked the queue limit
+        settled = asyncio.get_running_loop().create_future()
+        self._runs[run.run_id] = (run, ticket, settled)
+        self._ready.set()
+
+    async def claim(self, limit: int) -> list[Claim]:
+        while True:
+            tickets = self._scheduler.take(limit)
+            if tickets:
+                return [Claim(self._runs[t.run_id][0]) for t in tickets]
+            self._ready.clear()
+            await self._ready.wait()
+
+    def finished(self, claim: Claim) -> None:
+        self._forget(claim.run.run_id)
+
+    def _forget(self, run_id: str) -> None:
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        _record, ticket, settled = entry
+        self._scheduler.remove(ticket)
+        if not settled.done():
+            settled.set_result(None)
+        self._ready.set()  # a slot or a thread may be free now
+
+    async def cancel(self, user_id: str, run_id: str, reason: str) -> bool:
+        entry = self._runs.get(run_id)
+        if entry is None or entry[1].user_id != user_id:
+            return False
+        _record, ticket, _settled = entry
+        if ticket.state is TicketState.QUEUED:
+            self._forget(run_id)  # out of the queue before anything can claim it
+            await self._writer.submit(CancelQueued(user_id, run_id, reason))
+            return True
+        if self._executor is not None:
+            self._executor.cancel(run_id, reason)
+        return True
+
+    async def renew(self, claims: Sequence[Claim]) -> Renewal:
+        return Renewal()
+
+    async def wait_settled(self, run_id: str, timeout_s: float) -> None:
+        entry = self._runs.get(run_id)
+        if entry is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(entry[2]), timeout_s)
+
+    async def counts(self) -> tuple[int, int]:
+        return self._scheduler.running_total, self._scheduler.queued()

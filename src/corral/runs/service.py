@@ -1,0 +1,187 @@
+"""The run service: what every front door (HTTP, SSE, WebSocket) asks of runs.
+
+It raises corral's domain errors (:class:`~corral.errors.NotFound`, :class:`Conflict`,
+:class:`InvalidRequest`, :class:`QueueFullError`, :class:`ServiceUnavailable`...); the front
+doors turn them into codes through one table (:mod:`corral.server.errors`). Ownership is always
+checked against the store: another user's run reads exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+
+from corral.core.admission import Limits
+from corral.core.context import MAX_ID_LENGTH, new_id, validate_id
+from corral.core.registry import AgentRegistry, AgentSpec
+from corral.errors import (
+    NOT_FOUND_RUN,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    UnknownAgentError,
+)
+from corral.runs.queue import RunQueue
+from corral.store.ops import IDEMPOTENCY_CONFLICT, CreateRun, NewRun, find_idempotent
+from corral.store.reads import Reads
+from corral.store.records import RunRecord
+from corral.store.writer import EventWriter
+
+log = logging.getLogger("corral.runs")
+
+MAX_TIMEOUT_S = 24 * 3600.0
+CANCEL_WAIT_S = 2.0
+# A request's write waits this long for an unreachable database, then is a 503 (never stored).
+REQUEST_WRITE_S = 3.0
+
+
+class RunRequest(BaseModel):
+    """Body of ``POST /v1/runs`` (and of a WebSocket ``start_run``, minus ``type``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=64)
+    input: dict[str, JsonValue]
+    thread_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    # Strict: "10" or true is not a number of seconds.
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, strict=True)
+
+    @field_validator("thread_id")
+    @classmethod
+    def _usable_thread_id(cls, value: str | None) -> str | None:
+        # The same rules UserExecutionContext applies, checked here so that a thread id no
+        # thread can have (control characters, NUL, a placeholder) is a 422, not a 500.
+        return None if value is None else validate_id("thread_id", value)
+
+
+class RunService:
+    """Admits, reads and cancels the caller's runs. One per app; safe from any task."""
+
+    def __init__(
+        self,
+        *,
+        registry: AgentRegistry,
+        reads: Reads,
+        writer: EventWriter,
+        queue: RunQueue,
+        limits: Limits,
+    ) -> None:
+        self.registry = registry
+        self.reads = reads
+        self.writer = writer
+        self.queue = queue
+        self.limits = limits
+        self.accepting = True
+
+    # -- starting -------------------------------------------------------------------------------
+
+    def agent(self, name: str) -> AgentSpec:
+        try:
+            return self.registry.get_agent(name)
+        except UnknownAgentError:
+            raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them") from None
+
+    async def start(
+        self, user_id: str, request: RunRequest, idempotency_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Validate, store and queue one run. Returns (run, created): created is False when
+        an idempotency key's retry returned the earlier run."""
+        if not self.accepting:
+            raise ServiceUnavailable("the server is shutting down; retry on another node")
+        spec = self.agent(request.agent)
+        try:
+            spec.input_model.model_validate(request.input)
+        except ValidationError as exc:
+            raise InvalidRequest.from_validation(
+                exc, ("input",), f"the input of {spec.name}"
+            ) from None
+        idempotency = None
+        if idempotency_key is not None:
+            digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+            idempotency = (idempotency_key, digest)
+            # A retry is answered before anything else (thread rules, queue limits) is
+            # looked at: it must get the earlier run, not a fresh refusal or a side effect.
+            earlier = await self.reads.db.read(
+                lambda sql: find_idempotent(sql, user_id, idempotency_key, digest)
+            )
+            if earlier is not None:
+                return earlier, False
+        thread_id = request.thread_id
+        if thread_id is not None and request.multitask != "enqueue":
+            unfinished = await self.reads.unfinished_runs_of_thread(user_id, thread_id)
+            if unfinished and request.multitask == "reject":
+                raise Conflict(
+                    "this thread has an unfinished run; wait for it, cancel it, or send "
+                    "multitask=enqueue or interrupt"
+                )
+            for run_id in unfinished:
+                await self.queue.cancel(user_id, run_id, "interrupted by a newer run on the thread")
+        new = NewRun(
+            run_id=new_id("run"),
+            user_id=user_id,
+            thread_id=thread_id or new_id("thread"),
+            agent=spec.name,
+            input=request.input,
+            new_thread=thread_id is None,
+            timeout_s=request.timeout_s,
+            max_queued=self.limits.max_queued_per_user,
+            idempotency=idempotency,
+        )
+        record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
+        if created:
+            await self.queue.submit(record)
+        return record, created
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def get_run(self, user_id: str, run_id: str) -> RunRecord:
+        """The caller's run; :class:`NotFound` for a missing run and for another user's."""
+        record = await self.reads.get_run(user_id, run_id)
+        if record is None:
+            raise NotFound(NOT_FOUND_RUN)
+        return record
+
+    async def list_runs(
+        self,
+        user_id: str,
+        *,
+        thread_id: str | None,
+        status: str | None,
+        limit: int,
+        cursor: int | None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of the caller's runs, newest first, and the cursor of the next page."""
+        return await self.reads.list_runs(
+            user_id, thread_id=thread_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def events(self, user_id: str, run_id: str, *, after: int, limit: int) -> list[bytes]:
+        """Stored events (wire JSON) of the caller's run with ``seq > after``, in order."""
+        bodies = await self.reads.events(user_id, run_id, after=after, limit=limit)
+        if bodies is None:
+            raise NotFound(NOT_FOUND_RUN)
+        return bodies
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    async def cancel(self, user_id: str, run_id: str, *, wait: bool = True) -> RunRecord:
+        """Cancel the caller's run; 404 for a run that is not theirs, 409 once finished.
+
+        With ``wait``, answers with the run's final state when it ends within a moment (it
+        usually does), else with its state then.
+        """
+        record = await self.get_run(user_id, run_id)
+        if record.finished:
+            raise Conflict(f"the run has already finished ({record.status})")
+        if await self.queue.cancel(user_id, run_id, "cancelled by the user") and wait:
+            await self.queue.wait_settled(run_id, CANCEL_WAIT_S)
+            record = await self.reads.get_run(user_id, run_id) or record
+        return record
+
+
+__all__ = ["IDEMPOTENCY_CONFLICT", "RunRequest", "RunService"]

@@ -1,0 +1,181 @@
+"""The worker: claims runs from a run queue and executes them — the same code on every node.
+
+A single node's ``corral serve`` runs one beside its API, on the in-process queue; ``corral
+worker`` runs one on the cluster's queue. ``async with Worker(...)`` starts its loops: claim
+(up to its capacity) and, when the queue's claims are leases, heartbeat (renew them; a lost
+lease or a recorded cancellation stops the local run). Leaving it drains: no more claims,
+running runs get the grace period, the rest are interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from corral.core.context import UserExecutionContext, new_id
+from corral.core.engine import IsolatedExecutionEngine
+from corral.core.factory import ExecutionEngineFactory
+from corral.runs.queue import Claim, RunQueue
+from corral.store.writer import EventWriter
+
+log = logging.getLogger("corral.worker")
+
+
+@dataclass(slots=True)
+class _Running:
+    claim: Claim
+    task: asyncio.Task[None]
+    engine: IsolatedExecutionEngine | None = None
+    cancel_reason: str | None = None  # asked for before the engine existed
+
+
+class Worker:
+    """Executes the runs ``queue`` hands it, at most ``capacity`` at once."""
+
+    def __init__(
+        self,
+        queue: RunQueue,
+        writer: EventWriter,
+        factory: ExecutionEngineFactory,
+        *,
+        capacity: int | None = None,
+        grace_s: float = 10.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.writer = writer
+        self.factory = factory
+        self.capacity = capacity or factory.limits.max_running_total
+        self.grace_s = grace_s
+        self.worker_id = worker_id or self.new_id()
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @staticmethod
+    def new_id() -> str:
+        """A worker id that names its host and process (seen in ``lease_owner``)."""
+        return f"{socket.gethostname()}-{os.getpid()}-{new_id('w')[2:10]}"
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def __aenter__(self) -> Worker:
+        self.queue.attach(self)
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._claim_loop(), name="worker-claim")]
+        lease_s = self.queue.lease_s
+        if lease_s is not None:
+            self._loops.append(loop.create_task(self._heartbeat(lease_s), name="worker-lease"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.drain(self.grace_s)
+
+    async def drain(self, grace_s: float) -> None:
+        """Take no more runs; let running ones finish within ``grace_s``; interrupt the rest
+        (their engines end them with ``agent_error`` of type ``interrupted``). Idempotent."""
+        if not self._stopping:
+            self._stopping = True
+            for task in self._loops[:1]:  # claiming stops now; leases are kept while draining
+                task.cancel()
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            log.info("waiting up to %.0f s for %d run(s) to finish", grace_s, len(tasks))
+            await asyncio.wait(tasks, timeout=grace_s)
+        leftovers = [r.task for r in self._running.values() if not r.task.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=5.0)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    def cancel(self, run_id: str, reason: str) -> None:
+        """Stop ``run_id`` if this worker executes it (the queue checked the owner)."""
+        running = self._running.get(run_id)
+        if running is None:
+            return
+        if running.engine is not None:
+            running.engine.cancel(reason)
+        elif running.cancel_reason is None:
+            running.cancel_reason = reason
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.capacity - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                claims = await self.queue.claim(free)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not claim runs (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            loop = asyncio.get_running_loop()
+            for claim in claims:
+                run_id = claim.run.run_id
+                task = loop.create_task(self._execute(claim), name=f"run {run_id}")
+                self._running[run_id] = _Running(claim, task)
+
+    async def _execute(self, claim: Claim) -> None:
+        run = claim.run
+        entry = self._running[run.run_id]
+        context = UserExecutionContext(
+            user_id=run.user_id, thread_id=run.thread_id, run_id=run.run_id
+        )
+        if claim.fenced:
+            self.writer.fence(run.run_id, run.attempt)
+        try:
+            engine = self.factory.create_engine(context, self.writer, timeout_s=run.timeout_s)
+            entry.engine = engine
+            if entry.cancel_reason is not None:
+                engine.cancel(entry.cancel_reason)
+            await engine.run(run.agent, run.input)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "run ended without its terminal event here (%s: %s)",
+                type(exc).__name__,
+                exc,
+                extra={"user_id": run.user_id, "run_id": run.run_id},
+            )
+        finally:
+            self._running.pop(run.run_id, None)
+            if claim.fenced:
+                self.writer.unfence(run.run_id)
+            self.queue.finished(claim)
+            self._slot_freed.set()
+
+    async def _heartbeat(self, lease_s: float) -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            claims = [r.claim for r in self._running.values()]
+            if not claims:
+                continue
+            try:
+                renewal = await self.queue.renew(claims)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not renew leases (%s); retrying", exc)
+                continue
+            for run_id in renewal.lost:
+                if run_id in self._running:
+                    log.warning("lease lost; stopping the run here", extra={"run_id": run_id})
+                    self.cancel(run_id, "the worker lost its lease")
+            for run_id, reason in renewal.cancels.items():
+                self.cancel(run_id, reason)
