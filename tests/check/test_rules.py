@@ -230,3 +230,39 @@ def test_a_file_that_does_not_parse_raises_syntax_error() -> None:
         check_source("def f(:\n")
     with pytest.raises(SyntaxError):
         check_source("x = 1\x00\n")
+
+
+def test_a_model_whose_base_is_imported_gets_a_hint_and_field_default_factory_is_clean() -> None:
+    """A pydantic model deriving from a base of another module cannot be recognised; the
+    finding says how to make that explicit, and doing so clears it."""
+    source = textwrap.dedent(
+        """
+        from pydantic import Field
+        from myapp.models import Base
+
+        class Order(Base):
+            items: list[str] = []
+            tags: list[str] = Field(default_factory=list)
+        """
+    )
+    [finding] = check_source(source)
+    assert (finding.line, finding.code) == (6, "CR002")
+    assert "if `Order` is a pydantic model, write `Field(default_factory=…)`" in finding.message
+
+
+def test_attrs_factories_are_per_instance_fields() -> None:
+    assert (
+        codes(
+            """
+            from attrs import Factory, define
+
+            @define
+            class Basket:
+                items: list[str] = Factory(list)
+
+                def add(self, item):
+                    self.items.append(item)
+            """
+        )
+        == []
+    )

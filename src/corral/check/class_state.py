@@ -84,15 +84,23 @@ def _attribute_issues(
                 and name not in assigned
             ):
                 kind = "object"
-            if kind is not None:
-                yield Issue(
-                    target,
-                    "CR002",
-                    f"class-level {kind} `{cls.name}.{name}` is one object shared by every "
-                    f"instance, so one user's run can leave data in it for another's; create "
-                    f"it per instance in `__init__` (or `field(default_factory=…)`), {PER_RUN}, "
-                    f"or {IMMUTABLE} if it is a constant",
-                )
+            if kind is None:
+                continue
+            # A model class whose base lives in another module cannot be recognised here:
+            # tell the reader how to say that it is one.
+            hint = (
+                f"; if `{cls.name}` is a pydantic model, write `Field(default_factory=…)`"
+                if annotation is not None and not class_var and cls.bases
+                else ""
+            )
+            yield Issue(
+                target,
+                "CR002",
+                f"class-level {kind} `{cls.name}.{name}` is one object shared by every "
+                f"instance, so one user's run can leave data in it for another's; create "
+                f"it per instance in `__init__` (or `field(default_factory=…)`), {PER_RUN}, "
+                f"or {IMMUTABLE} if it is a constant{hint}",
+            )
 
 
 def _instance_use(

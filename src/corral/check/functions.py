@@ -68,7 +68,6 @@ USER_WORDS = frozenset(
         "ctx",
         "context",
         "request",
-        "req",
         "message",
         "messages",
         "input",

@@ -73,6 +73,7 @@ FIELD_DECLARATIONS = frozenset(
     {
         "field",
         "Field",
+        "Factory",
         "PrivateAttr",
         "ib",
         "attrib",
