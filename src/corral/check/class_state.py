@@ -9,7 +9,8 @@ Not reported, because the value is not shared or not mutable: immutable values; 
 attributes read by the language or a framework (``__slots__``, ``__table_args__``);
 ``field(default_factory=…)``; fields of pydantic models and msgspec structs (each instance gets
 a copy of the default; a ``ClassVar`` is still reported); Enum members; ``Meta``/``Config``
-classes of frameworks; an attribute that ``__init__`` always replaces with ``self.x = …``.
+classes of frameworks; an attribute that ``__init__`` always replaces with ``self.x = …``; a
+class defined inside an agent or tool (made anew in every run).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 
 from corral.check.findings import IMMUTABLE, PER_RUN, Issue
 from corral.check.model import ModuleModel
+from corral.check.runs import inside_a_run
 from corral.check.scopes import Function, parameters, scope_nodes
 from corral.check.values import (
     MUTATING_METHODS,
@@ -49,6 +51,8 @@ def class_state_issues(model: ModuleModel) -> list[Issue]:
     for cls in model.classes:
         if cls.name in enums or cls.name in _CONFIG_CLASSES:
             continue
+        if inside_a_run(model.class_scopes[cls]):
+            continue  # a class made anew in every run: its attributes are that run's
         issues.extend(_attribute_issues(model, cls, cls.name in models, methods.get(cls, [])))
     issues.extend(_class_writes(model))
     return issues

@@ -12,6 +12,9 @@ cache keeps one user's data in memory for every other user's run — past the th
 past a token's expiry — and answers for one user from another's call. ``cached_property`` is
 not reported: it caches on the instance, so it is exactly as shared as the instance is, and
 the rules for module- and class-level objects judge that.
+
+A function defined inside an agent or tool is made anew in every run, so its cache and its
+default values belong to that run and are not reported.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 
 from corral.check.findings import PER_RUN, Issue
 from corral.check.model import ModuleModel
+from corral.check.runs import inside_a_run
 from corral.check.scopes import Function, parameters
 from corral.check.values import dotted, mutable_kind
 
@@ -89,6 +93,8 @@ USER_TYPES = frozenset(
 def function_issues(model: ModuleModel) -> list[Issue]:
     issues: list[Issue] = []
     for function in model.functions:
+        if inside_a_run(function.parent):
+            continue  # defined anew in every run: its cache and defaults are that run's
         issues.extend(_cache_issues(model, function))
         issues.extend(_default_issues(model, function))
     return issues

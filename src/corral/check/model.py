@@ -40,6 +40,7 @@ class ModuleModel:
     imports: dict[str, str]
     functions: tuple[Function, ...]
     classes: tuple[ast.ClassDef, ...]
+    class_scopes: dict[ast.ClassDef, Function | None]  # the function each class is made in
     bindings: tuple[Binding, ...]
     other_bindings: frozenset[str]  # module names bound by def, class or import
     mutations: tuple[Mutation, ...]
@@ -54,6 +55,7 @@ class ModuleModel:
             imports=import_table(tree),
             functions=tuple(walker.functions),
             classes=tuple(walker.classes),
+            class_scopes=walker.class_scopes,
             bindings=bindings,
             other_bindings=others,
             mutations=tuple(walker.mutations),
@@ -95,6 +97,7 @@ class _Walker(ast.NodeVisitor):
     def __init__(self) -> None:
         self.functions: list[Function] = []
         self.classes: list[ast.ClassDef] = []
+        self.class_scopes: dict[ast.ClassDef, Function | None] = {}
         self.mutations: list[Mutation] = []
         self._stack: list[Function] = []
         self._class: ast.ClassDef | None = None  # the class body being walked, if directly
@@ -132,6 +135,7 @@ class _Walker(ast.NodeVisitor):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.classes.append(node)
+        self.class_scopes[node] = self._stack[-1] if self._stack else None
         for part in [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]:
             self.visit(part)
         outer_class, self._class = self._class, node

@@ -21,11 +21,9 @@ import ast
 
 from corral.check.findings import PER_RUN, Issue
 from corral.check.model import ModuleModel
-from corral.check.scopes import Function, parameters, scope_nodes
-from corral.check.values import last_name, snippet
-
-_RUN_DECORATORS = frozenset({"agent", "tool"})
-_RUN_ANNOTATIONS = frozenset({"RunContext", "UserExecutionContext"})
+from corral.check.runs import inside_a_run
+from corral.check.scopes import Function, scope_nodes
+from corral.check.values import snippet
 
 
 def rebinding_issues(model: ModuleModel) -> list[Issue]:
@@ -55,7 +53,7 @@ def _nonlocal_issue(function: Function, name: str, statement: ast.Nonlocal) -> I
     if name not in function.written or function.parent is None:
         return None
     owner = function.parent.owner_of(name)
-    if owner is None or _inside_a_run(owner):
+    if owner is None or inside_a_run(owner):
         return None
     for inner in function.chain_to(owner):
         how = _escape(inner)
@@ -107,45 +105,3 @@ def _mentions(expr: ast.expr | None, name: str) -> bool:
     if isinstance(expr, ast.Dict):
         return any(_mentions(v, name) for v in expr.values)
     return False
-
-
-def _inside_a_run(function: Function) -> bool:
-    """``function`` or one enclosing it is an agent or a tool, so its frame is per run."""
-    scope: Function | None = function
-    while scope is not None:
-        if is_run_function(scope):
-            return True
-        scope = scope.parent
-    return False
-
-
-def is_run_function(function: Function) -> bool:
-    """An agent or tool: decorated ``@….agent(…)``/``@….tool(…)``, or taking the run's
-    context (a parameter annotated ``RunContext``, or a first parameter named ``ctx``)."""
-    node = function.node
-    if isinstance(node, ast.Lambda):
-        return False
-    for decorator in node.decorator_list:
-        target = decorator.func if isinstance(decorator, ast.Call) else decorator
-        if last_name(target) in _RUN_DECORATORS:
-            return True
-    params = parameters(node.args)
-    if params and params[0].arg == "ctx":
-        return True
-    return any(
-        isinstance(n, ast.Name | ast.Attribute | ast.Constant)
-        and _annotation_word(n) in _RUN_ANNOTATIONS
-        for p in params
-        if p.annotation is not None
-        for n in ast.walk(p.annotation)
-    )
-
-
-def _annotation_word(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value.rsplit(".", 1)[-1]  # a string annotation: "RunContext"
-    return ""
