@@ -34,14 +34,21 @@ def module_state_issues(model: ModuleModel) -> list[Issue]:
         found.sort(key=lambda m: (m.node.lineno, m.node.col_offset))
         first = found[0]
         more = f" and {len(found) - 1} more place(s)" if len(found) > 1 else ""
-        what = f"object `{name}`" if kind == "object" else f"{kind} `{name}`"
+        if kind == "object":
+            what = f"object `{name}`"
+            instead = (
+                f"{PER_RUN} (a per-request value as an argument of the call), and leave "
+                "shared objects as the app's start-up made them"
+            )
+        else:
+            what = f"{kind} `{name}`"
+            instead = f"{PER_RUN}, or {IMMUTABLE} if it is a constant"
         issues.append(
             Issue(
                 binding.target,
                 "CR001",
                 f"module-level {what} is changed at run time (line {first.node.lineno}: "
-                f"`{first.how}`{more}), so every user's run shares it; {PER_RUN}, or "
-                f"{IMMUTABLE} if it is a constant",
+                f"`{first.how}`{more}), so every user's run shares it; {instead}",
             )
         )
     return issues
