@@ -56,7 +56,8 @@ def _walk(folder: Path) -> Iterable[Path]:
             and name not in _SKIPPED_FOLDERS
             and not (here / name / "pyvenv.cfg").exists()
         )
-        yield from (here / name for name in names if name.endswith(".py"))
+        # A broken link named *.py is not a Python file to report as unreadable.
+        yield from (here / n for n in names if n.endswith(".py") and (here / n).is_file())
 
 
 def check_file(path: Path) -> list[Finding]:
