@@ -56,14 +56,15 @@ def test_findings_exit_1_with_one_sorted_line_each() -> None:
 
 
 def test_folders_are_searched_recursively(tmp_path: Path) -> None:
-    """Nested packages are read; hidden folders, ``__pycache__`` and virtual environments
-    are not."""
+    """Nested packages are read; hidden folders, ``__pycache__``, virtual environments and
+    broken links are not."""
     _write(tmp_path, "agents/deep/er/leak.py", "def f(x=[]):\n    return x\n")
     _write(tmp_path, "agents/.hidden/leak.py", "def f(x=[]):\n    return x\n")
     _write(tmp_path, "agents/__pycache__/leak.py", "def f(x=[]):\n    return x\n")
     _write(tmp_path, "venv/pyvenv.cfg", "home = /usr/bin\n")
     _write(tmp_path, "venv/lib/leak.py", "def f(x=[]):\n    return x\n")
     _write(tmp_path, "agents/notes.txt", "def f(x=[]): pass\n")
+    (tmp_path / "agents" / "gone.py").symlink_to(tmp_path / "missing.py")
     result = corral_check(".", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     rows = parsed_lines(result.stdout)
