@@ -208,6 +208,27 @@ def loadtest(
     raise typer.Exit(run_cli(config, json_path=json_file, progress=progress))
 
 
+# corral check (contract §14): the whole command; the checker lives in corral.check.
+@app.command()
+def check(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH", help="Python files, or folders searched recursively."),
+    ],
+    output_format: Annotated[
+        str, typer.Option("--format", metavar="text|json", help="One line per finding, or JSON.")
+    ] = "text",
+) -> None:
+    """Report state that one user's run could leave for another's in agent and tool code.
+
+    Exit status 0 when clean, 1 with findings, 2 for bad usage or a file that does not parse.
+    `# corral: shared-ok <reason>` on a line accepts its finding.
+    """
+    from corral.check import run_check
+
+    raise typer.Exit(run_check(paths, output_format))
+
+
 def main() -> None:
     app(prog_name="corral")
 

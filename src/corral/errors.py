@@ -29,8 +29,9 @@
     ├── StoreError                  the database refused an operation
     │   ├── StoreUnavailable        the database cannot be reached (also ServiceUnavailable)
     │   └── FencedError             a writer lost ownership of a run (stale attempt)
-    └── LLMError                    a model endpoint failed (corral.llm.errors: unavailable,
-                                    rate limited, server error, rejected, protocol, limits)
+    ├── LLMError                    a model endpoint failed (corral.llm.errors: unavailable,
+    │                               rate limited, server error, rejected, protocol, limits)
+    └── CheckPathError              ``corral check`` was given a path that does not exist
 
 Each exception says what happened, what was expected, and what to do, and keeps the facts in
 attributes so callers never parse messages.
@@ -237,3 +238,13 @@ class FencedError(StoreError):
         self.run_id = run_id
         self.attempt = attempt
         super().__init__(f"attempt {attempt} of run {run_id} lost its lease; nothing was written")
+
+
+class CheckPathError(CorralError, FileNotFoundError):
+    """A path given to ``corral check`` is neither a file nor a folder."""
+
+    def __init__(self, path: object) -> None:
+        self.path = str(path)
+        super().__init__(
+            f"{self.path}: no such file or folder; give the Python files or folders to check"
+        )
