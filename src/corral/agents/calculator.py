@@ -185,9 +185,7 @@ _WORD_OPERATORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _NOT_ARITHMETIC = re.compile(
     r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d+(?:\.\d+){2,}\b"
 )
-_CANDIDATE = re.compile(
-    r"(?:(?<![\w.)])-\s*)?[(\d](?:[\d.\s()+\-*/%^×÷−]|\*\*|//)*[\d)]"
-)
+_CANDIDATE = re.compile(r"(?:(?<![\w.)])-\s*)?[(\d](?:[\d.\s()+\-*/%^×÷−]|\*\*|//)*[\d)]")
 _HAS_OPERATOR = re.compile(r"[\d.)]\s*(?:\*\*|//|[-+*/%^×÷−])\s*[-+]?\s*[(\d]")
 MAX_EXPRESSIONS = 5
 
