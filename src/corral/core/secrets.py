@@ -66,8 +66,8 @@ class SecretRedactor:
     """The secret values one run resolved, and the masking of them.
 
     Add each resolved value with :meth:`add` before anything that may hold it is stored or
-    sent; :meth:`redact` and :meth:`redact_text` return masked copies and never change their
-    argument. Not thread-safe; within one event loop, calls never interleave (no awaits).
+    sent; :meth:`redact` and :meth:`redact_text` never change their argument. Synchronous
+    (nothing awaits), so calls from tasks of one event loop never interleave; not for threads.
     """
 
     __slots__ = ("_longest", "_secrets")
@@ -100,17 +100,34 @@ class SecretRedactor:
         """Where secrets occur in ``text``: merged ``(start, end)`` stretches, in order."""
         return merge_spans(find_spans(text, self._secrets)) if self._secrets else []
 
+    def open_prefix(self, text: str) -> int:
+        """How many trailing characters of ``text`` could be the start of a secret (the
+        longest suffix that is a proper prefix of one): at most :attr:`longest` - 1."""
+        best = 0
+        for secret in self._secrets:
+            limit = min(len(secret) - 1, len(text))
+            # Candidate starts are the secret's first character among the last ``limit``
+            # characters; the earliest that fits is the longest suffix for this secret.
+            i = text.find(secret[0], len(text) - limit)
+            while i != -1 and len(text) - i > best:
+                if secret.startswith(text[i:]):
+                    best = len(text) - i
+                    break
+                i = text.find(secret[0], i + 1)
+        return best
+
     def redact_text(self, text: str) -> str:
         """``text`` with each merged stretch of secret occurrences replaced by ``[REDACTED]``."""
         return render(text, self.spans(text))
 
     def redact(self, value: Any) -> Any:
-        """A copy of the JSON value ``value`` with every secret masked.
+        """A copy of the JSON value ``value`` with every secret masked (``value`` itself while
+        no secret is held).
 
         Strings anywhere (dict values, list items, dict keys) are masked; an int or float whose
-        JSON text holds a secret (a numeric PIN) becomes the string ``[REDACTED]``. Two keys of
-        one dict that mask to the same text keep both values: later ones get `` (2)``, `` (3)``…
-        appended. Tuples become lists (their JSON form).
+        JSON text holds a secret (a numeric PIN) becomes the string ``[REDACTED]``. A masked key
+        that meets another key of its dict gets `` (2)``, `` (3)``… appended, so no item is
+        lost. Tuples become lists (their JSON form).
         """
         if not self._secrets:
             return value
@@ -120,21 +137,27 @@ class SecretRedactor:
         if isinstance(value, str):
             return self.redact_text(value)
         if isinstance(value, dict):
-            result: dict[Any, Any] = {}
-            for key, item in value.items():
-                new_key = self.redact_text(key) if isinstance(key, str) else key
-                if new_key != key and new_key in result:
-                    n = 2
-                    while f"{new_key} ({n})" in result:
-                        n += 1
-                    new_key = f"{new_key} ({n})"
-                result[new_key] = self._redact(item)
-            return result
+            return {name: self._redact(item) for name, item in self._keys(value).items()}
         if isinstance(value, list | tuple):
             return [self._redact(item) for item in value]
         if isinstance(value, int | float) and not isinstance(value, bool):
             return REDACTED if self.spans(_number_text(value)) else value
         return value
+
+    def _keys(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        """Masked key → item, in order; a masked key that meets a key already there (kept
+        as it was, or masked earlier) gets `` (2)``, `` (3)``… so no item is lost."""
+        masked = {k: self.redact_text(k) if isinstance(k, str) else k for k in value}
+        taken = {k for k, m in masked.items() if m == k}
+        names: dict[Any, Any] = {}
+        for key, name in masked.items():
+            if name != key:
+                base, n = name, 2
+                while name in taken:
+                    name, n = f"{base} ({n})", n + 1
+                taken.add(name)
+            names[key] = name
+        return {names[k]: item for k, item in value.items()}
 
     def stream(self) -> StreamRedactor:
         """A masker for one stream of text deltas (one streamed answer) of this run."""
@@ -165,9 +188,10 @@ def render(text: str, spans: list[tuple[int, int]], *, continued: int | None = N
 class StreamRedactor:
     """Masks secrets in a stream of text deltas, even when a secret is split across them.
 
-    :meth:`feed` returns what can be emitted now, holding back at most ``longest - 1``
-    trailing characters (``longest`` being the longest secret form held), since they may be
-    the start of a secret the next delta completes; :meth:`flush` returns the rest at the end.
+    :meth:`feed` returns what can be emitted now. It holds back only trailing characters that
+    could be the start of a secret the next delta completes — at most ``longest - 1`` of them
+    (``longest`` being the longest secret form held), none while the text ends in nothing
+    secret-like — and :meth:`flush` returns the rest at the end.
     The concatenation of everything emitted equals ``redactor.redact_text`` of the whole text,
     however it was split. A secret added to the redactor mid-stream is masked from the held
     text on. Emitting "" for a delta is normal (everything was held back).
@@ -185,8 +209,9 @@ class StreamRedactor:
     def feed(self, delta: str) -> str:
         """The part of ``self``'s text up to ``delta`` that is safe to emit now, masked."""
         text = self._held + delta
-        keep = max(self._redactor.longest - 1, 0)
-        cut = len(text) - keep
+        # Everything before the cut is final: an occurrence starting there would make the
+        # text after it a proper prefix of a secret longer than the one held back.
+        cut = len(text) - self._redactor.open_prefix(text)
         if cut <= 0:
             self._held = text
             return ""
