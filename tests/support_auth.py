@@ -109,7 +109,7 @@ def forge(header: dict[str, Any], payload: dict[str, Any], hmac_key: bytes | Non
     return f"{head}.{body}.{_b64(hmac.new(hmac_key, signing_input, digest).digest())}"
 
 
-# -- a real JWKS server ----------------------------------------------------------------------
+# -- real local servers ----------------------------------------------------------------------
 
 
 class _Server(uvicorn.Server):
@@ -124,6 +124,47 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # the test process keeps its own handlers
         yield
+
+
+class LocalServer:
+    """An ASGI app on uvicorn, on an ephemeral loopback port, in the test's event loop."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        ready = asyncio.ensure_future(self._server.ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._server.started:
+            ready.cancel()
+            await self._task
+            raise RuntimeError("the server did not start")
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop listening (the port then refuses connections) and wait until it has."""
+        if self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait_for(self._task, 30)
+            self._task = None
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """``app`` served on a local port for the block; yields its base URL."""
+    server = LocalServer(app)
+    try:
+        yield await server.start()
+    finally:
+        await server.stop()
 
 
 @dataclass
@@ -141,8 +182,7 @@ class JwksServer:
     hang: bool = False
     requests: int = 0
     url: str = ""
-    _server: _Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _server: LocalServer | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     fetched: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -161,35 +201,10 @@ class JwksServer:
         return Response(body, status_code=self.status, media_type="application/json")
 
     async def start(self) -> None:
-        app = Starlette(routes=[Route("/jwks.json", self._jwks)])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
-        )
-        self._server = _Server(config)
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
-        ready = asyncio.ensure_future(self._server.ready.wait())
-        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not self._server.started:
-            ready.cancel()
-            await self._task
-            raise RuntimeError("the JWKS server did not start")
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/jwks.json"
+        self._server = LocalServer(Starlette(routes=[Route("/jwks.json", self._jwks)]))
+        self.url = await self._server.start() + "/jwks.json"
 
     async def stop(self) -> None:
-        self.release()
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, 30)
-            self._server = None
-
-
-@contextlib.asynccontextmanager
-async def jwks_server(*keys: dict[str, Any]) -> AsyncIterator[JwksServer]:
-    server = JwksServer()
-    server.publish(*keys)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+        self.release()  # a held answer would keep uvicorn from stopping
+        if self._server is not None:
+            await self._server.stop()
