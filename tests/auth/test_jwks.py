@@ -31,9 +31,18 @@ async def make(jwks: JwksServer) -> AsyncIterator[Make]:
     made: list[JwtAuthenticator] = []
 
     def factory(
-        monotonic: ManualClock | None = None, *algorithms: str, **options: Any
+        monotonic: ManualClock | None = None,
+        *algorithms: str,
+        issuer: str | None = None,
+        audience: str | None = None,
+        **options: Any,
     ) -> JwtAuthenticator:
-        policy = JwtPolicy(algorithms=algorithms or ("RS256", "ES256"), clock=ManualClock())
+        policy = JwtPolicy(
+            algorithms=algorithms or ("RS256", "ES256"),
+            issuer=issuer,
+            audience=audience,
+            clock=ManualClock(),
+        )
         options.setdefault("clock", monotonic or ManualClock(0.0))
         auth = JwtAuthenticator.with_jwks(jwks.url, policy, **options)
         made.append(auth)
@@ -54,6 +63,23 @@ async def test_rs256_and_es256_tokens_verify_with_the_key_their_kid_names(
     bob = await auth.verify(sign(claims("bob"), keys.ec256, "ES256", kid="ec-1"))
     assert (alice.user_id, bob.user_id) == ("alice", "bob")
     assert jwks.requests == 1
+
+
+async def test_issuer_and_audience_are_checked_on_jwks_tokens(
+    jwks: JwksServer, keys: Keys, make: Make
+) -> None:
+    """A well-signed token of another issuer or for another audience is refused."""
+    jwks.publish(jwk(keys.rsa, "k"))
+    auth = make(None, issuer="https://idp.example", audience="corral")
+    good = claims("alice", iss="https://idp.example", aud="corral")
+    assert (await auth.verify(sign(good, keys.rsa, "RS256", kid="k"))).user_id == "alice"
+    for kind, payload in (
+        ("issuer", {**good, "iss": "https://other.example"}),
+        ("audience", {**good, "aud": "another-app"}),
+    ):
+        with pytest.raises(AuthRefused) as info:
+            await auth.verify(sign(payload, keys.rsa, "RS256", kid="k"))
+        assert info.value.kind == kind
 
 
 async def test_a_kid_naming_the_wrong_key_is_refused(
