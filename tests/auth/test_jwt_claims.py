@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Any
 
@@ -177,6 +178,34 @@ async def test_a_token_signed_with_another_secret_is_refused() -> None:
 async def test_malformed_tokens_are_refused(token: str) -> None:
     auth = authenticator()
     assert (await refused(auth, token)).kind == "malformed"
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_garbage_is_always_a_refusal_never_a_crash(seed: int) -> None:
+    """Random dots and base64 pieces, JSON fragments and bytes: only AuthRefused comes out."""
+    rng = random.Random(seed)
+    auth = authenticator()
+    pieces = [
+        "eyJhbGciOiJIUzI1NiJ9",
+        "e30",
+        "W10",
+        "bnVsbA",
+        "eyJhbGciOiJub25lIn0",
+        "",
+        ".",
+        "=",
+        "%%",
+        "\u0000",
+        "\ud800",
+    ]
+    for _ in range(200):
+        token = ".".join(
+            "".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
+            for _ in range(rng.randint(1, 5))
+        )
+        if token:
+            with pytest.raises(AuthRefused):
+                await auth.verify(token)
 
 
 async def test_an_unshowable_alg_is_not_echoed() -> None:

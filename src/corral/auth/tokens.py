@@ -20,6 +20,9 @@ from corral.auth.policy import LATEST_PLAUSIBLE_TIME, JwtPolicy, VerifyKey, fits
 from corral.errors import AuthRefused, ContextError
 
 _SHOWABLE = re.compile(r"[A-Za-z0-9]{1,16}")
+# What reading attacker-made bytes may raise besides PyJWT's own errors (a header nested deeper
+# than the JSON parser goes, odd values reaching the crypto layer): all mean "malformed".
+_UNREADABLE = (jwt.PyJWTError, ValueError, TypeError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,7 @@ def read_header(token: object, policy: JwtPolicy) -> TokenHeader:
         raise AuthRefused("malformed", "missing or malformed token; send a JWT")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    except _UNREADABLE:
         raise AuthRefused("malformed", "the token is not a well-formed JWT") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in policy.algorithms:
@@ -97,7 +100,7 @@ def decode(token: str, header: TokenHeader, key: VerifyKey, policy: JwtPolicy) -
         ) from None
     except jwt.InvalidAudienceError:
         raise _wrong_audience() from None
-    except jwt.PyJWTError:
+    except _UNREADABLE:
         raise AuthRefused("malformed", "the token is not a well-formed JWT") from None
     expires_at = check_times(payload, policy)
     return Identity(
