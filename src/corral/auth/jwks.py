@@ -249,7 +249,8 @@ class JwksKeys:
         self._failure = reason
         log.warning(
             "cannot fetch the signing keys from %s (%s): tokens whose key is not cached get "
-            "503 until a fetch succeeds; the next try is at most %g s away",
+            "503 until a fetch succeeds; the next try comes with a token that needs it, "
+            "%g s from now at the earliest",
             self._shown_url,
             reason,
             self._interval,
