@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+import orjson
 import pytest
 
 from corral import AuthRequest, Identity
@@ -93,6 +94,32 @@ def test_validate_user_id_explains_the_refusal(value: str, reason: str) -> None:
 def test_validate_user_id_keeps_the_id_as_given() -> None:
     """NFKC is only for the placeholder comparison: ﬁ (a ligature) stays ﬁ."""
     assert validate_user_id("ﬁona") == "ﬁona"
+
+
+def test_identity_round_trips_through_json() -> None:
+    """to_dict is plain JSON (for a worker on another node); from_dict gives it back."""
+    identity = Identity(
+        "alice",
+        roles=frozenset({"b", "a"}),
+        claims={"groups": ["x", "y"], "org": {"id": 7}},
+        expires_at=1_800_000_000,
+    )
+    doc = orjson.loads(orjson.dumps(identity.to_dict()))
+    assert doc == {
+        "user_id": "alice",
+        "roles": ["a", "b"],
+        "claims": {"groups": ["x", "y"], "org": {"id": 7}},
+        "expires_at": 1_800_000_000.0,
+    }
+    again = Identity.from_dict(doc)
+    assert again == identity
+    assert again.claims["org"]["id"] == 7
+
+
+@pytest.mark.parametrize("doc", [{}, {"user_id": "null"}, {"user_id": "a", "roles": "admin"}, []])
+def test_identity_from_dict_validates(doc: Any) -> None:
+    with pytest.raises(ContextError):
+        Identity.from_dict(doc)
 
 
 def test_headers_are_case_insensitive_read_only_and_keep_repeats() -> None:

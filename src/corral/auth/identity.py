@@ -80,3 +80,36 @@ class Identity:
     def has_any_role(self, roles: Iterable[str]) -> bool:
         """Whether this user holds at least one of ``roles`` (how agents are gated, §2)."""
         return not self.roles.isdisjoint(roles)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (dicts, lists), e.g. to carry the identity to a worker on another
+        node; :meth:`from_dict` makes the same identity again."""
+        return {
+            "user_id": self.user_id,
+            "roles": sorted(self.roles),
+            "claims": thaw(self.claims),
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Identity:
+        """The identity :meth:`to_dict` described; :class:`ContextError` for anything else."""
+        if not isinstance(doc, Mapping) or "user_id" not in doc:
+            raise ContextError("identity", "expected a mapping with a user_id")
+        return cls(
+            user_id=doc["user_id"],
+            roles=_roles(doc.get("roles") or ()),
+            claims=doc.get("claims") or {},
+            expires_at=doc.get("expires_at"),
+        )
+
+
+def thaw(value: Any) -> Any:
+    """The plain JSON form of a frozen value: mappings become dicts, tuples and sets lists."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return [thaw(v) for v in value]
+    return value
