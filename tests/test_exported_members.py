@@ -9,6 +9,7 @@ import corral
 EXPORTED = [
     "AgentFailed",
     "AgentRegistry",
+    "AuthRequest",
     "Connection",
     "CorralError",
     "Event",
@@ -16,6 +17,7 @@ EXPORTED = [
     "EventMonitor",
     "EventType",
     "ExecutionEngineFactory",
+    "Identity",
     "InProcessEventBus",
     "IsolatedExecutionEngine",
     "Limits",

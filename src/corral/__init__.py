@@ -1,5 +1,7 @@
 """corral: run AI agents for many users at once; each user's events reach that user only."""
 
+from corral.auth.identity import Identity
+from corral.auth.request import AuthRequest
 from corral.core.bus import EventBus, InProcessEventBus
 from corral.core.connection import Connection
 from corral.core.context import UserExecutionContext
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentFailed",
     "AgentRegistry",
+    "AuthRequest",
     "Connection",
     "CorralError",
     "Event",
@@ -25,6 +28,7 @@ __all__ = [
     "EventMonitor",
     "EventType",
     "ExecutionEngineFactory",
+    "Identity",
     "InProcessEventBus",
     "IsolatedExecutionEngine",
     "Limits",

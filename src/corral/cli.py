@@ -11,6 +11,22 @@ import typer
 
 from corral.errors import ConfigurationError, ContextError
 
+# --auth / --secrets (contract §2), shared by serve and worker.
+AuthOption = Annotated[
+    str | None,
+    typer.Option(
+        "--auth",
+        help="MODULE:ATTR of an authentication hook replacing the JWT check [env CORRAL_AUTH].",
+    ),
+]
+SecretsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--secrets",
+        help="MODULE:ATTR of a per-user secrets resolver [env CORRAL_SECRETS].",
+    ),
+]
+
 app = typer.Typer(
     name="corral",
     help="Run AI agents for many users at once; each user's events reach only that user.",
@@ -75,8 +91,11 @@ def serve(
             help="With --redis-url: also execute runs here (default), or only serve the API.",
         ),
     ] = None,
+    auth: AuthOption = None,
+    secrets: SecretsOption = None,
 ) -> None:
     """Start the HTTP, WebSocket and SSE server with the web page and an executor."""
+    from corral.auth.factory import check_auth_settings
     from corral.server.runner import run_server
 
     settings = _settings(
@@ -89,8 +108,11 @@ def serve(
         log_json=log_json,
         log_level=log_level,
         executor=executor,
+        auth=auth,
+        secrets=secrets,
     )
     with _configuration_errors():
+        check_auth_settings(settings)  # a bad --auth/--secrets/JWT setting exits 2 here
         run_server(settings)
 
 
@@ -106,8 +128,11 @@ def worker(
     ] = None,
     log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING…")] = None,
+    auth: AuthOption = None,
+    secrets: SecretsOption = None,
 ) -> None:
     """Execute runs from the cluster's queue (needs --redis-url and a PostgreSQL database)."""
+    from corral.auth.factory import check_auth_settings
     from corral.worker_main import run_worker
 
     settings = _settings(
@@ -116,8 +141,11 @@ def worker(
         agents=agents,
         log_json=log_json,
         log_level=log_level,
+        auth=auth,
+        secrets=secrets,
     )
     with _configuration_errors():
+        check_auth_settings(settings, tokens=False)  # a worker signs nobody in
         run_worker(settings)
 
 

@@ -4,8 +4,11 @@
 
     CorralError
     ├── ConfigurationError          settings or wiring that cannot work
-    ├── ContextError                an invalid UserExecutionContext field (carries ``field``)
+    ├── ContextError                an invalid field of a per-request object (carries ``field``):
+    │   │                           UserExecutionContext, Identity, AuthRequest
     │   └── ContextDepthError       a child context past the depth limit
+    ├── AuthRefused                 a credential was refused (HTTP 401); ``kind`` says why
+    ├── AuthUnavailable             the authenticator cannot decide now (HTTP 503 ``unavailable``)
     ├── RegistryError               registering twice, or after the registry froze
     │   └── UnknownAgentError / UnknownToolError
     ├── AdmissionError              a run could not be admitted
@@ -23,7 +26,8 @@
     │   └── ServiceUnavailable      starting, draining, or a dependency is away; retry later
     ├── RunError                    raised inside an agent to end its run
     │   ├── AgentFailed             the agent gave up: ``agent_error`` of its ``error_type``
-    │   └── ToolCallError           a tool call ended in ``error`` or ``timeout``
+    │   ├── ToolCallError           a tool call ended in ``error`` or ``timeout``
+    │   └── SecretUnavailable       the per-user secret resolver failed (``secret_unavailable``)
     ├── OwnershipError              an object was handed to a component of another user
     ├── IllegalTransition           a lifecycle moved from a state it cannot leave that way
     ├── StoreError                  the database refused an operation
@@ -58,7 +62,8 @@ class ConfigurationError(CorralError):
 
 
 class ContextError(CorralError, ValueError):
-    """A field of a :class:`~corral.UserExecutionContext` is not acceptable."""
+    """A field of a per-request object (a :class:`~corral.UserExecutionContext`, an
+    :class:`~corral.Identity`, an :class:`~corral.AuthRequest`) is not acceptable."""
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
@@ -68,6 +73,33 @@ class ContextError(CorralError, ValueError):
 
 class ContextDepthError(ContextError):
     """A child context would be deeper than the limit (runaway sub-agent recursion)."""
+
+
+class AuthRefused(CorralError):
+    """A credential was refused: the front door answers 401 with this message.
+
+    ``kind`` is one word a program can branch on (``malformed``, ``algorithm``, ``signature``,
+    ``expired``, ``not_yet_valid``, ``claims``, ``issuer``, ``audience``, ``unknown_key``,
+    ``user``, ``refused``); the message says why and what to do, and never holds the token, a
+    key or a secret.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(message)
+
+
+class AuthUnavailable(CorralError):
+    """The authenticator cannot decide now (a key set that cannot be fetched, a failing hook).
+
+    Never a sign-in and never a 401: the front door answers 503 ``unavailable`` (an error and
+    close code 1013 on a socket), and the client retries.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
 
 
 class RegistryError(CorralError):
@@ -196,6 +228,21 @@ class ToolCallError(RunError):
         self.status = status
         self.message = message
         super().__init__(f"tool {tool!r} ended with {status}: {message}")
+
+
+class SecretUnavailable(RunError):
+    """The per-user secret resolver (``--secrets``) failed or answered something not a string.
+
+    The message names the secret, never a value; left uncaught, the run ends with
+    ``agent_error`` of type ``secret_unavailable``.
+    """
+
+    error_type = "secret_unavailable"
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"the secret {name!r} cannot be resolved now: {reason}")
 
 
 class OwnershipError(CorralError, PermissionError):

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     agents: Annotated[list[str], NoDecode] = Field(default_factory=list)
     jwt_secret: str | None = None
+    # Bring-your-own identity (contract §2; corral.auth.authenticator_from reads these).
+    jwt_public_key: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = "sub"
+    auth: str | None = None  # MODULE:ATTR of an authentication hook
+    secrets: str | None = None  # MODULE:ATTR of a per-user secrets resolver
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_per_user: int = Field(4, ge=1)
     max_queued_per_user: int = Field(100, ge=0)
@@ -53,10 +62,24 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
-    @field_validator("agents", "allowed_origins", mode="before")
+    @field_validator("agents", "allowed_origins", "jwt_algorithms", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator(
+        "jwt_public_key",
+        "jwt_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "auth",
+        "secrets",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CORRAL_JWT_PUBLIC_KEY= (set but empty) means "not set", not the current folder.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def resolved_database_url(self) -> str:

@@ -67,6 +67,22 @@ def test_placeholder_id_raises_context_error_naming_the_field(field: str, value:
     assert "placeholder" in info.value.reason
 
 
+@pytest.mark.parametrize("value", ["ｎｕｌｌ", "ＮＯＮＥ", "ｕｎｄｅｆｉｎｅｄ", "ｔｅｓｔ", "０"])
+@pytest.mark.parametrize("field", ID_FIELDS)
+def test_placeholder_after_nfkc_raises_context_error(field: str, value: str) -> None:
+    """Full-width forms read as the placeholder they show (NFKC), and are refused too."""
+    with pytest.raises(ContextError) as info:
+        make(**{field: value})
+    assert info.value.field == field
+    assert "placeholder" in info.value.reason
+
+
+def test_nfkc_is_only_for_the_comparison_the_id_is_kept_as_given() -> None:
+    """A compatibility character that is no placeholder stays as it was given."""
+    ctx = make(user_id="ｎｕｌｌｉｆｉｅｄ", thread_id="ﬁle-1")
+    assert (ctx.user_id, ctx.thread_id) == ("ｎｕｌｌｉｆｉｅｄ", "ﬁle-1")
+
+
 @pytest.mark.parametrize(
     "value", ["x" * 128, "user-42", "run_AbC-123", "ユーザー", "alice@example.org", "00"]
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,19 +72,29 @@ def validate_id(field_name: str, value: object) -> str:
         raise ContextError(field_name, "has leading or trailing white space")
     if any(ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0 for ch in value):
         raise ContextError(field_name, "contains control characters")
-    if value.lower() in PLACEHOLDER_IDS:
+    if is_placeholder(value):
         raise ContextError(field_name, f"{value!r} is a placeholder, not a real id")
     return value
 
 
-def _freeze(value: Any) -> Any:
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` reads as a placeholder once compatibility forms are folded.
+
+    NFKC first, so full-width ``ｎｕｌｌ`` or ``ＮＯＮＥ`` is the ``null``/``none`` it shows on a
+    screen; only the comparison uses the folded form, the id itself is kept as given.
+    """
+    folded = unicodedata.normalize("NFKC", value).strip().casefold()
+    return folded in PLACEHOLDER_IDS
+
+
+def freeze(value: Any) -> Any:
     """A read-only deep copy: mappings become MappingProxyType, lists and sets become tuples."""
     if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, set | frozenset):
-        return frozenset(_freeze(v) for v in value)
+        return frozenset(freeze(v) for v in value)
     return copy.deepcopy(value)
 
 
@@ -115,7 +126,7 @@ class UserExecutionContext:
             raise ContextDepthError("depth", f"deeper than {MAX_DEPTH} nested sub-agents")
         if not isinstance(self.metadata, Mapping):
             raise ContextError("metadata", f"expected a mapping, got {type(self.metadata)}")
-        object.__setattr__(self, "metadata", _freeze(self.metadata))
+        object.__setattr__(self, "metadata", freeze(self.metadata))
 
     def child(self, **metadata: Any) -> UserExecutionContext:
         """A context for a sub-agent: same user, thread and run; new request id; depth + 1.

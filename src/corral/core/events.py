@@ -147,6 +147,9 @@ def terminal_status(event_type: EventType, data: dict[str, Any]) -> RunStatus:
 
 
 # --- redaction -------------------------------------------------------------------------------
+# Redaction by *key* (and inline ``key=value`` text) lives here and stays. Redaction by *value*
+# — the per-user secrets a run resolved (contract §2) — is corral.core.secrets.SecretRedactor,
+# one per run. Both apply only to what is stored and sent: agents get tool results unchanged.
 
 REDACTED = "[REDACTED]"
 
