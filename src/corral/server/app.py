@@ -30,6 +30,7 @@ from corral.core.registry import AgentRegistry
 from corral.loading import load_agents
 from corral.metrics import Metrics
 from corral.server.errors import ApiError
+from corral.server.hosts import HostGuard, HostPolicy
 from corral.server.service import RunService
 from corral.settings import Settings, load_secret
 from corral.store.database import ping
@@ -195,6 +196,9 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             max_age=600,
         )
+    # Outermost of corral's own middleware: Host, Origin and /metrics checks (server/hosts.py);
+    # the policy is read here so that a malformed CORRAL_ALLOWED_HOSTS fails create_app.
+    app.add_middleware(HostGuard, policy=HostPolicy.from_settings(settings))
 
     from corral.server.routes import router
     from corral.server.ws import websocket_endpoint

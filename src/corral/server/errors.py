@@ -12,12 +12,16 @@ from corral.errors import CorralError
 
 STATUS_OF: Mapping[str, int] = MappingProxyType(
     {
+        "bad_request": 400,
         "unauthorized": 401,
+        "forbidden": 403,
         "not_found": 404,
         "conflict": 409,
         "payload_too_large": 413,
+        "uri_too_long": 414,
         "validation_error": 422,
         "rate_limited": 429,
+        "headers_too_large": 431,
         "unavailable": 503,
     }
 )
