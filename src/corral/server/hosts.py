@@ -16,7 +16,6 @@ import hmac
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -165,11 +164,6 @@ def request_host(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return values[0].decode("latin-1")
 
 
-def origin_allowed(settings: Settings, origin: str | None, host: str | None) -> bool:
-    """:meth:`HostPolicy.origin_allowed` for callers holding settings (``/v1/ws``)."""
-    return HostPolicy.from_settings(settings).origin_allowed(origin, host)
-
-
 class HostGuard:
     """ASGI middleware: refuses requests addressed to a name that is not the server's.
 
@@ -252,7 +246,5 @@ async def _send_error(send: Send, error: ApiError) -> None:
         (b"content-length", str(len(body)).encode()),
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    message: dict[str, Any] = {"type": "http.response.start", "status": error.status}
-    message["headers"] = headers
-    await send(message)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
