@@ -53,7 +53,8 @@ KEEP_ALIVE_TIMEOUT_S = 5
 
 
 class Edge:
-    """What the connections of one server share: its limits and open connections per address.
+    """What the connections of one server share: its limits, when each connection was
+    accepted, and how many each client address holds open.
 
     Made once per server by :func:`edge_protocols`. Its methods are called from protocol
     callbacks on the server's event loop, one at a time, so it needs no lock.
@@ -64,32 +65,37 @@ class Edge:
         self.max_connections_per_ip = max_connections_per_ip
         self._open: dict[str, int] = {}
         # Keyed by transport: an upgraded connection changes protocol, not transport, so the
-        # WebSocket protocol releases what the HTTP protocol admitted, exactly once.
-        self._holders: dict[object, str] = {}
+        # WebSocket protocol finds the accept time and releases the slot the HTTP one took.
+        self._holders: dict[object, tuple[str | None, float]] = {}
         self._refusing: set[str] = set()
 
-    def admit(self, transport: object, address: str | None) -> bool:
-        """Count a new connection; False when its address already holds the maximum."""
-        if address is None or self.max_connections_per_ip == 0:
-            return True  # a Unix socket has no address; 0 turns the limit off
-        held = self._open.get(address, 0)
-        if held >= self.max_connections_per_ip:
-            if address not in self._refusing:  # one warning per episode, not per connection
-                self._refusing.add(address)
-                log.warning(
-                    "refusing connections from %s: it holds %d open "
-                    "(raise CORRAL_MAX_CONNECTIONS_PER_IP if that is a proxy)",
-                    address,
-                    held,
-                )
-            return False
-        self._open[address] = held + 1
-        self._holders[transport] = address
+    def admit(self, transport: object, address: str | None, accepted_at: float) -> bool:
+        """Count a new connection; False (nothing counted) when its address already holds
+        the maximum. ``address`` is None for a Unix socket, which is never refused."""
+        if address is not None:
+            held = self._open.get(address, 0)
+            if 0 < self.max_connections_per_ip <= held:  # 0 turns the limit off
+                if address not in self._refusing:  # one warning per episode, not per connection
+                    self._refusing.add(address)
+                    log.warning(
+                        "refusing connections from %s: it holds %d open "
+                        "(raise CORRAL_MAX_CONNECTIONS_PER_IP if that is a proxy)",
+                        address,
+                        held,
+                    )
+                return False
+            self._open[address] = held + 1
+        self._holders[transport] = (address, accepted_at)
         return True
 
+    def accepted_at(self, transport: object) -> float | None:
+        """The loop time ``transport`` was admitted at; None if it was not (or is released)."""
+        holder = self._holders.get(transport)
+        return holder[1] if holder is not None else None
+
     def release(self, transport: object) -> None:
-        """Forget a closed connection. Idempotent: a refused one was never counted."""
-        address = self._holders.pop(transport, None)
+        """Forget a closed connection. Idempotent; a refused one was never counted."""
+        address, _ = self._holders.pop(transport, (None, 0.0))
         if address is None:
             return
         held = self._open[address] - 1
@@ -180,7 +186,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast(asyncio.Transport, transport))
         address = self.client[0] if self.client else None
-        if not self.edge.admit(transport, address):
+        if not self.edge.admit(transport, address, self.loop.time()):
             self._answer_and_close(TOO_MANY_CONNECTIONS)
             return
         self._arm()
@@ -274,9 +280,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol that answers a refused handshake and releases the address.
 
-    The HTTP protocol hands over a complete upgrade head; the app must then accept or refuse
-    within the request deadline, and after accepting ``/v1/ws`` gives the client
-    ``ws_auth_timeout_s`` to sign in — together they bound what a silent socket is held.
+    The HTTP protocol hands over a complete upgrade head; the app must accept or refuse it
+    within the request deadline counted from the TCP accept, and after accepting ``/v1/ws``
+    gives the client ``ws_auth_timeout_s`` to sign in: together they bound how long a socket
+    is held without a signed-in user.
     """
 
     edge: ClassVar[Edge]
@@ -293,8 +300,12 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._handshake_deadline = self.loop.call_later(
-            self.edge.request_timeout_s, self._handshake_expired
+        # Counted from the TCP accept, not from the upgrade: the upgrade head's own time
+        # comes out of the same budget.
+        accepted_at = self.edge.accepted_at(transport)
+        start = self.loop.time() if accepted_at is None else accepted_at
+        self._handshake_deadline = self.loop.call_at(
+            start + self.edge.request_timeout_s, self._handshake_expired
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
