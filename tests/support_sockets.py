@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,14 +94,13 @@ async def open_raw(url: str, source: str = "127.0.0.1") -> RawConnection:
 
 
 @contextlib.asynccontextmanager
-async def raw_connections() -> Any:
-    """A list to put connections in; all of them closed on the way out."""
-    conns: list[RawConnection] = []
+async def raw(url: str, source: str = "127.0.0.1") -> AsyncIterator[RawConnection]:
+    """:func:`open_raw`, closed on the way out."""
+    conn = await open_raw(url, source)
     try:
-        yield conns
+        yield conn
     finally:
-        for conn in conns:
-            conn.close()
+        conn.close()
 
 
 def request_head(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from corral.server.edge import Edge
 from corral.server.runner import uvicorn_config
 from corral.settings import Settings
 from support import ServerProcess, spawn_server
-from support_sockets import RawConnection, open_raw, request_head, upgrade_head
+from support_sockets import RawConnection, open_raw, raw, request_head, upgrade_head
 
 
 @pytest.fixture
@@ -71,15 +70,6 @@ async def served_again(server: LiveServer) -> None:
     await held_from_localhost(server, 0)
     assert await served(server.url) == 200
     await held_from_localhost(server, 0)
-
-
-@contextlib.asynccontextmanager
-async def raw(url: str, source: str = "127.0.0.1") -> AsyncIterator[RawConnection]:
-    conn = await open_raw(url, source)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 # -- settings ---------------------------------------------------------------------------------

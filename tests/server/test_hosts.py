@@ -24,7 +24,7 @@ from corral.server.app import create_app
 from corral.server.hosts import HostName, HostPolicy, is_loopback_name, parse_host
 from corral.server.runner import uvicorn_config
 from corral.settings import Settings
-from support_sockets import host_of, open_raw, upgrade_head
+from support_sockets import host_of, raw, upgrade_head
 
 
 @pytest.fixture
@@ -35,12 +35,9 @@ async def database_url(sqlite_url: str) -> str:
 
 async def upgrade_status(server_url: str, host: str, *headers: str) -> int:
     """The status a raw WebSocket upgrade naming ``host`` gets (101 when accepted)."""
-    conn = await open_raw(server_url)
-    try:
+    async with raw(server_url) as conn:
         await conn.send(upgrade_head(host=host, headers=headers))
         return (await conn.read_response()).status
-    finally:
-        conn.close()
 
 
 def forbidden(response: httpx.Response) -> bool:
@@ -166,12 +163,9 @@ async def test_allowed_hosts_refuse_requests_without_exactly_one_host(
         b"GET /healthz HTTP/1.1\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
     ):
-        conn = await open_raw(server.url)
-        try:
+        async with raw(server.url) as conn:
             await conn.send(head)
             response = await conn.read_response()
-        finally:
-            conn.close()
         assert response.status == 403
         assert response.json()["error"]["code"] == "forbidden"
 
