@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,22 @@ class ServerProcess:
         return self.proc.wait(30)
 
 
-def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> ServerProcess:
-    """``corral serve --port 0`` as a child process; returns once it listens."""
+def spawn_server(
+    data_dir: Path,
+    database_url: str,
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> ServerProcess:
+    """``corral serve --port 0`` as a child process; returns once it listens.
+
+    ``preexec_fn`` runs in the child before corral starts (resource limits)."""
     secret = env.pop("CORRAL_JWT_SECRET", None) or secrets.token_hex(32)
     cmd = ["serve", "--port", "0", "--data-dir", str(data_dir), *args]
     proc, line, output = spawn(
         cmd,
         "corral listening on ",
+        preexec_fn=preexec_fn,
         CORRAL_JWT_SECRET=secret,
         CORRAL_DATABASE_URL=database_url,
         **env,
@@ -99,7 +109,10 @@ def spawn_server(data_dir: Path, database_url: str, *args: str, **env: str) -> S
 
 
 def spawn(
-    args: list[str], ready_prefix: str, **env: str
+    args: list[str],
+    ready_prefix: str,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
 ) -> tuple[subprocess.Popen[str], str, Output]:
     """``corral ARGS`` as a child process; returns it and its line starting ``ready_prefix``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
@@ -109,6 +122,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         text=True,
         env=full_env,
+        preexec_fn=preexec_fn,
     )
     assert proc.stdout is not None
     output = Output()

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corral.errors import ConfigurationError
@@ -44,10 +44,17 @@ class Settings(BaseSettings):
     auth: str | None = None  # MODULE:ATTR of an authentication hook
     secrets: str | None = None  # MODULE:ATTR of a per-user secrets resolver
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The server's own names (``host`` or ``host:port``); empty: any Host (contract §3).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
     max_running_per_user: int = Field(4, ge=1)
     max_queued_per_user: int = Field(100, ge=0)
     max_running_total: int = Field(256, ge=1)
     max_connections_per_user: int = Field(10, ge=1)
+    max_connections_per_ip: int = Field(256, ge=0)  # 0: no limit (behind a trusted proxy)
+    # A connection must send a complete request head (or WebSocket upgrade) this soon after
+    # it opens or after its previous response; internal, so tests can use a shorter one.
+    request_timeout_s: float = Field(10.0, gt=0)
     run_timeout_s: float = Field(300.0, gt=0)
     tool_timeout_s: float = Field(60.0, gt=0)
     max_body_bytes: int = 1024 * 1024
@@ -62,7 +69,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
-    @field_validator("agents", "allowed_origins", "jwt_algorithms", mode="before")
+    @field_validator("agents", "allowed_origins", "allowed_hosts", "jwt_algorithms", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)

@@ -27,6 +27,7 @@ from corral.errors import CorralError, StoreUnavailable
 from corral.loading import load_agents
 from corral.server.api import routes_for
 from corral.server.errors import answer_for
+from corral.server.hosts import HostGuard, HostPolicy
 from corral.server.openapi import build_openapi
 from corral.server.routes import OPERATIONS
 from corral.server.runtime import Runtime
@@ -119,7 +120,9 @@ def create_app(
     async def index(_request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    middleware = []
+    # Outermost of corral's own middleware: Host, Origin and /metrics checks (server/hosts.py);
+    # the policy is read here so that a malformed CORRAL_ALLOWED_HOSTS fails create_app.
+    middleware = [Middleware(HostGuard, policy=HostPolicy.from_settings(settings))]
     if settings.allowed_origins:
         # The same origins a browser may open a WebSocket from may call the HTTP API.
         middleware.append(

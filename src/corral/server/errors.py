@@ -45,7 +45,15 @@ CODES: tuple[tuple[type[RequestError], str, int], ...] = (
     (ServiceUnavailable, "unavailable", 503),
 )
 
-STATUS_OF: Mapping[str, int] = MappingProxyType({code: status for _c, code, status in CODES})
+# Every code, with the ones the connection layer answers itself (before any route runs).
+STATUS_OF: Mapping[str, int] = MappingProxyType(
+    {
+        "bad_request": 400,
+        "uri_too_long": 414,
+        "headers_too_large": 431,
+        **{code: status for _c, code, status in CODES},
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,11 @@ class ErrorAnswer:
         if self.details is not None:
             doc["details"] = self.details
         return {**doc, **extra}
+
+
+def error_answer(code: str, message: str, headers: dict[str, str] | None = None) -> ErrorAnswer:
+    """An answer by code, for the layers below the routes (connections, Host checks)."""
+    return ErrorAnswer(code, STATUS_OF[code], message, None, headers or {})
 
 
 def answer_for(exc: CorralError) -> ErrorAnswer | None:
@@ -106,6 +119,7 @@ __all__ = [
     "ErrorAnswer",
     "answer_for",
     "details_from",
+    "error_answer",
     "invalid_field",
     "validation_error",
 ]

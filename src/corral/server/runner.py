@@ -13,6 +13,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from corral import logs
 from corral.core.registry import AgentRegistry
 from corral.server.app import create_app
+from corral.server.edge import KEEP_ALIVE_TIMEOUT_S, edge_protocols
 from corral.settings import Settings
 
 log = logging.getLogger("corral.server")
@@ -79,12 +80,16 @@ def bounded_websocket_protocol(max_buffered_bytes: int) -> type[WebSocketsSansIO
 
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """uvicorn settings for one corral server, with protocols and connection counts of its own."""
+    protocols = edge_protocols(settings, bounded_websocket_protocol(settings.ws_max_buffered_bytes))
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        ws=bounded_websocket_protocol(settings.ws_max_buffered_bytes),
+        http=protocols.http,
+        ws=protocols.websocket,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
         ws_max_size=settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,
