@@ -455,7 +455,12 @@ export class CorralClient {
     ws.onclose = (close) => {
       if (current()) this.#lost(close.code, close.reason);
     };
-    ws.onerror = () => {}; // a close event follows, with the code
+    // An error means the connection failed (code 1006 by the standard). Browsers fire close
+    // after it, but Node 20's WebSocket fires only the error when the handshake fails, so the
+    // error alone ends this socket; a close that follows is ignored.
+    ws.onerror = () => {
+      if (current()) this.#lost(1006, 'the connection failed');
+    };
     this.#authTimer = setTimeout(() => {
       if (current() && this.#readyGen !== gen) this.#lost(4000, 'the server did not answer in time');
     }, this.#o.authTimeoutMs);

@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
             max_age=600,
         )
 
+    from corral.server.assets import asset_routes
     from corral.server.routes import router
     from corral.server.ws import websocket_endpoint
 
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None, registry: AgentRegistry | None 
     # A plain Starlette route: FastAPI's dependency machinery per socket costs ~4 KiB of
     # every idle connection (bench/README.md, idle suite) and the endpoint needs none of it.
     app.router.routes.append(WebSocketRoute("/v1/ws", websocket_endpoint))
+    app.router.routes.extend(asset_routes())  # GET /corral-client.js (server/assets.py)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)
