@@ -51,9 +51,7 @@ class CuttingProxy:
     direction per connection; leaving the block closes the listener and aborts what is open.
     """
 
-    def __init__(
-        self, host: str, port: int, *, seed: int, budgets: Budgets | None = None
-    ) -> None:
+    def __init__(self, host: str, port: int, *, seed: int, budgets: Budgets | None = None) -> None:
         self.upstream = (host, port)
         self.seed = seed
         self._rng = random.Random(seed)

@@ -8,6 +8,7 @@ mount prefix needs no configuration (contract §11, §13).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.requests import Request
@@ -20,9 +21,18 @@ CLIENT_SCRIPT = Path(__file__).parent / "static" / "corral-client.js"
 async def client_script(request: Request) -> Response:
     """The ES module, revalidated on every load (``no-cache`` with an ETag): a page never runs
     a client older than its server, and an unchanged one costs a 304."""
-    return FileResponse(
-        CLIENT_SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    headers = {"Cache-Control": "no-cache"}
+    # One stat of a small file: FileResponse derives the ETag and Last-Modified from it.
+    response = FileResponse(
+        CLIENT_SCRIPT,
+        media_type="text/javascript",
+        headers=headers,
+        stat_result=os.stat(CLIENT_SCRIPT),
     )
+    etag = response.headers["etag"]
+    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers={**headers, "ETag": etag})
+    return response
 
 
 def asset_routes() -> list[Route]:
