@@ -133,7 +133,8 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-export type TokenSource = { token: string; getToken?: undefined } | { getToken: () => string | Promise<string>; token?: undefined };
+export type TokenSource =
+  { token: string; getToken?: undefined } | { getToken: () => string | Promise<string>; token?: undefined };
 
 export type CorralClientOptions = TokenSource & {
   /** The server, with its mount prefix if any. Default: where this module was served from. */

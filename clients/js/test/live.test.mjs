@@ -17,7 +17,19 @@ import {
   storedEvents,
 } from './support.mjs';
 
-const RUN_FIELDS = ['agent', 'created_at', 'error', 'finished_at', 'input', 'last_seq', 'output', 'run_id', 'started_at', 'status', 'thread_id'];
+const RUN_FIELDS = [
+  'agent',
+  'created_at',
+  'error',
+  'finished_at',
+  'input',
+  'last_seq',
+  'output',
+  'run_id',
+  'started_at',
+  'status',
+  'thread_id',
+];
 const TIMEOUT = { timeout: 60000 };
 
 /** A client of a new user, its token, and a recorder of what it delivers; closed after `body`. */
@@ -35,24 +47,32 @@ async function withClient(prefix, options, body) {
 }
 
 describe('against a live server', { skip: needsServer }, () => {
-  test('startRun over HTTP resolves with the run object; its events are delivered once, in order', TIMEOUT, async () => {
-    await withClient('http-start', {}, async ({ client, recorder, token, user }) => {
-      const run = await client.startRun('echo', { message: 'hello', steps: 3 });
-      assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
-      assert.equal(run.agent, 'echo');
-      await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
-      const events = recorder.events(run.run_id);
-      checkRun(events, run.run_id);
-      assert.deepEqual(events, await storedEvents(token, run.run_id));
-      assert.equal(client.userId, user);
-      assert.equal(client.status, 'open');
-    });
-  });
+  test(
+    'startRun over HTTP resolves with the run object; its events are delivered once, in order',
+    TIMEOUT,
+    async () => {
+      await withClient('http-start', {}, async ({ client, recorder, token, user }) => {
+        const run = await client.startRun('echo', { message: 'hello', steps: 3 });
+        assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
+        assert.equal(run.agent, 'echo');
+        await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
+        const events = recorder.events(run.run_id);
+        checkRun(events, run.run_id);
+        assert.deepEqual(events, await storedEvents(token, run.run_id));
+        assert.equal(client.userId, user);
+        assert.equal(client.status, 'open');
+      });
+    },
+  );
 
   test('startRun over the socket resolves on run_accepted and its events follow', TIMEOUT, async () => {
     await withClient('ws-start', { startOver: 'socket' }, async ({ client, recorder, token }) => {
       await client.ready();
-      const run = await client.startRun('echo', { message: 'over the socket', steps: 2 }, { clientRef: 'ws-ref-1' });
+      const run = await client.startRun(
+        'echo',
+        { message: 'over the socket', steps: 2 },
+        { clientRef: 'ws-ref-1' },
+      );
       assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
       await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
       checkRun(recorder.events(run.run_id), run.run_id);
@@ -60,25 +80,32 @@ describe('against a live server', { skip: needsServer }, () => {
     });
   });
 
-  test('a socket start the server refuses rejects with a CorralError: code, details, client ref', TIMEOUT, async () => {
-    await withClient('ws-refused', { startOver: 'socket' }, async ({ client, errors }) => {
-      await client.ready();
-      await assert.rejects(client.startRun('no-such-agent', {}, { clientRef: 'bad-agent' }), (err) => {
-        assert.ok(err instanceof CorralError);
-        assert.equal(err.code, 'not_found');
-        assert.equal(err.clientRef, 'bad-agent');
-        assert.equal(err.status, null);
-        return true;
+  test(
+    'a socket start the server refuses rejects with a CorralError: code, details, client ref',
+    TIMEOUT,
+    async () => {
+      await withClient('ws-refused', { startOver: 'socket' }, async ({ client, errors }) => {
+        await client.ready();
+        await assert.rejects(client.startRun('no-such-agent', {}, { clientRef: 'bad-agent' }), (err) => {
+          assert.ok(err instanceof CorralError);
+          assert.equal(err.code, 'not_found');
+          assert.equal(err.clientRef, 'bad-agent');
+          assert.equal(err.status, null);
+          return true;
+        });
+        await assert.rejects(client.startRun('echo', { message: 'm', steps: 101 }), (err) => {
+          assert.equal(err.code, 'validation_error');
+          assert.ok(
+            err.details.some((d) => d.field.includes('steps')),
+            JSON.stringify(err.details),
+          );
+          return true;
+        });
+        assert.deepEqual(errors, [], 'refusals that answer a start are not reported as stray errors');
+        assert.equal(client.status, 'open', 'the socket stays usable');
       });
-      await assert.rejects(client.startRun('echo', { message: 'm', steps: 101 }), (err) => {
-        assert.equal(err.code, 'validation_error');
-        assert.ok(err.details.some((d) => d.field.includes('steps')), JSON.stringify(err.details));
-        return true;
-      });
-      assert.deepEqual(errors, [], 'refusals that answer a start are not reported as stray errors');
-      assert.equal(client.status, 'open', 'the socket stays usable');
-    });
-  });
+    },
+  );
 
   test('an HTTP start the server refuses rejects with the status, code and details', TIMEOUT, async () => {
     await withClient('http-refused', {}, async ({ client }) => {
@@ -86,10 +113,17 @@ describe('against a live server', { skip: needsServer }, () => {
         assert.ok(err instanceof CorralError);
         assert.equal(err.status, 422);
         assert.equal(err.code, 'validation_error');
-        assert.ok(err.details.some((d) => d.field.includes('steps')), JSON.stringify(err.details));
+        assert.ok(
+          err.details.some((d) => d.field.includes('steps')),
+          JSON.stringify(err.details),
+        );
         return true;
       });
-      await assert.rejects(client.startRun('no-such-agent', {}), { name: 'CorralError', code: 'not_found', status: 404 });
+      await assert.rejects(client.startRun('no-such-agent', {}), {
+        name: 'CorralError',
+        code: 'not_found',
+        status: 404,
+      });
     });
   });
 
@@ -103,25 +137,35 @@ describe('against a live server', { skip: needsServer }, () => {
       assert.equal(a.run_id, b.run_id);
       await recorder.until(() => recorder.finished(a.run_id), 'the run to finish');
       const listed = await call(token, 'GET', '/v1/runs');
-      assert.deepEqual(listed.runs.map((r) => r.run_id), [a.run_id]);
+      assert.deepEqual(
+        listed.runs.map((r) => r.run_id),
+        [a.run_id],
+      );
       assert.deepEqual([...recorder.byRun.keys()], [a.run_id]);
     });
   });
 
-  test('on(type) gets that type only, "*" gets all, and the returned function unsubscribes', TIMEOUT, async () => {
-    await withClient('listeners', {}, async ({ client, recorder }) => {
-      const thinking = [];
-      const stop = client.on('agent_thinking', (e) => thinking.push(e.seq));
-      const first = await client.startRun('echo', { message: 'one', steps: 3 });
-      await recorder.until(() => recorder.finished(first.run_id), 'the first run to finish');
-      stop();
-      const second = await client.startRun('echo', { message: 'two', steps: 3 });
-      await recorder.until(() => recorder.finished(second.run_id), 'the second run to finish');
-      const expected = recorder.events(first.run_id).filter((e) => e.type === 'agent_thinking').map((e) => e.seq);
-      assert.equal(expected.length, 3);
-      assert.deepEqual(thinking, expected, 'only the first run, only agent_thinking');
-    });
-  });
+  test(
+    'on(type) gets that type only, "*" gets all, and the returned function unsubscribes',
+    TIMEOUT,
+    async () => {
+      await withClient('listeners', {}, async ({ client, recorder }) => {
+        const thinking = [];
+        const stop = client.on('agent_thinking', (e) => thinking.push(e.seq));
+        const first = await client.startRun('echo', { message: 'one', steps: 3 });
+        await recorder.until(() => recorder.finished(first.run_id), 'the first run to finish');
+        stop();
+        const second = await client.startRun('echo', { message: 'two', steps: 3 });
+        await recorder.until(() => recorder.finished(second.run_id), 'the second run to finish');
+        const expected = recorder
+          .events(first.run_id)
+          .filter((e) => e.type === 'agent_thinking')
+          .map((e) => e.seq);
+        assert.equal(expected.length, 3);
+        assert.deepEqual(thinking, expected, 'only the first run, only agent_thinking');
+      });
+    },
+  );
 
   test('a listener that throws is reported to onError and does not stop the others', TIMEOUT, async () => {
     await withClient('throwing', {}, async ({ client, recorder, errors }) => {
@@ -136,28 +180,41 @@ describe('against a live server', { skip: needsServer }, () => {
     });
   });
 
-  test('a client that connects mid-run delivers that run from seq 1: the gap is filled by resume', TIMEOUT, async () => {
-    const user = newUser('mid-run');
-    const token = await devToken(user);
-    const run = await call(token, 'POST', '/v1/runs', { agent: 'echo', input: { message: 'long', steps: 40, delay_ms: 25 } });
-    await eventually(async () => (await storedEvents(token, run.run_id)).length >= 5, 'the run to be under way');
-    const client = new CorralClient({ baseUrl: SERVER, token });
-    try {
-      const recorder = new Recorder(client);
-      await recorder.until(() => recorder.finished(run.run_id), 'the run to finish', 30000);
-      const events = recorder.events(run.run_id);
-      checkRun(events, run.run_id);
-      assert.deepEqual(events, await storedEvents(token, run.run_id));
-    } finally {
-      client.close();
-    }
-  });
+  test(
+    'a client that connects mid-run delivers that run from seq 1: the gap is filled by resume',
+    TIMEOUT,
+    async () => {
+      const user = newUser('mid-run');
+      const token = await devToken(user);
+      const run = await call(token, 'POST', '/v1/runs', {
+        agent: 'echo',
+        input: { message: 'long', steps: 40, delay_ms: 25 },
+      });
+      await eventually(
+        async () => (await storedEvents(token, run.run_id)).length >= 5,
+        'the run to be under way',
+      );
+      const client = new CorralClient({ baseUrl: SERVER, token });
+      try {
+        const recorder = new Recorder(client);
+        await recorder.until(() => recorder.finished(run.run_id), 'the run to finish', 30000);
+        const events = recorder.events(run.run_id);
+        checkRun(events, run.run_id);
+        assert.deepEqual(events, await storedEvents(token, run.run_id));
+      } finally {
+        client.close();
+      }
+    },
+  );
 
   test('resume(runId) delivers a run that finished before the client connected, once', TIMEOUT, async () => {
     const user = newUser('resume');
     const token = await devToken(user);
     const run = await call(token, 'POST', '/v1/runs', { agent: 'echo', input: { message: 'm', steps: 3 } });
-    await eventually(async () => (await call(token, 'GET', `/v1/runs/${run.run_id}`)).finished_at, 'the run to finish');
+    await eventually(
+      async () => (await call(token, 'GET', `/v1/runs/${run.run_id}`)).finished_at,
+      'the run to finish',
+    );
     const client = new CorralClient({ baseUrl: SERVER, token });
     try {
       const recorder = new Recorder(client);
@@ -176,57 +233,70 @@ describe('against a live server', { skip: needsServer }, () => {
     }
   });
 
-  test('getToken is asked on every connect; a refused (expired) token is replaced after 1008', TIMEOUT, async (t) => {
-    if (!EXPIRED_TOKEN) return t.skip('set CORRAL_TOKEN_EXPIRED to an expired token of user "expired-user"');
-    const fresh = await devToken('expired-user');
-    const given = [];
-    const client = new CorralClient({
-      baseUrl: SERVER,
-      getToken: async () => {
-        given.push(given.length === 0 ? 'expired' : 'fresh');
-        return given.length === 1 ? EXPIRED_TOKEN : fresh;
-      },
-      minBackoffMs: 10,
-    });
-    try {
-      const recorder = new Recorder(client);
-      await client.ready();
-      assert.deepEqual(given, ['expired', 'fresh']);
-      const lost = recorder.statuses.find((s) => s.status === 'connecting');
-      assert.equal(lost.info.code, 1008);
-      assert.equal(lost.info.error.code, 'unauthorized');
-      assert.equal(client.userId, 'expired-user');
-      const run = await client.startRun('echo', { message: 'after a fresh token', steps: 1 });
-      await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
-      checkRun(recorder.events(run.run_id), run.run_id);
-    } finally {
-      client.close();
-    }
-  });
+  test(
+    'getToken is asked on every connect; a refused (expired) token is replaced after 1008',
+    TIMEOUT,
+    async (t) => {
+      if (!EXPIRED_TOKEN)
+        return t.skip('set CORRAL_TOKEN_EXPIRED to an expired token of user "expired-user"');
+      const fresh = await devToken('expired-user');
+      const given = [];
+      const client = new CorralClient({
+        baseUrl: SERVER,
+        getToken: async () => {
+          given.push(given.length === 0 ? 'expired' : 'fresh');
+          return given.length === 1 ? EXPIRED_TOKEN : fresh;
+        },
+        minBackoffMs: 10,
+      });
+      try {
+        const recorder = new Recorder(client);
+        await client.ready();
+        assert.deepEqual(given, ['expired', 'fresh']);
+        const lost = recorder.statuses.find((s) => s.status === 'connecting');
+        assert.equal(lost.info.code, 1008);
+        assert.equal(lost.info.error.code, 'unauthorized');
+        assert.equal(client.userId, 'expired-user');
+        const run = await client.startRun('echo', { message: 'after a fresh token', steps: 1 });
+        await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
+        checkRun(recorder.events(run.run_id), run.run_id);
+      } finally {
+        client.close();
+      }
+    },
+  );
 
-  test('a fixed token the server refuses closes the client with unauthorized, no retry loop', TIMEOUT, async () => {
-    const client = new CorralClient({ baseUrl: SERVER, token: 'not-a-token' });
-    const statuses = [];
-    client.onStatus((status, info) => statuses.push([status, info.error?.code]));
-    await assert.rejects(client.ready(), { name: 'CorralError', code: 'unauthorized' });
-    assert.deepEqual(statuses, [['closed', 'unauthorized']]);
-    assert.equal(client.status, 'closed');
-    await assert.rejects(client.startRun('echo', { message: 'm' }), { code: 'unauthorized' });
-  });
+  test(
+    'a fixed token the server refuses closes the client with unauthorized, no retry loop',
+    TIMEOUT,
+    async () => {
+      const client = new CorralClient({ baseUrl: SERVER, token: 'not-a-token' });
+      const statuses = [];
+      client.onStatus((status, info) => statuses.push([status, info.error?.code]));
+      await assert.rejects(client.ready(), { name: 'CorralError', code: 'unauthorized' });
+      assert.deepEqual(statuses, [['closed', 'unauthorized']]);
+      assert.equal(client.status, 'closed');
+      await assert.rejects(client.startRun('echo', { message: 'm' }), { code: 'unauthorized' });
+    },
+  );
 
-  test('cancelRun cancels a running run (agent_cancelled last); cancelling it again is a conflict', TIMEOUT, async () => {
-    await withClient('cancel', {}, async ({ client, recorder }) => {
-      const run = await client.startRun('echo', { message: 'slow', steps: 100, delay_ms: 50 });
-      await recorder.until(() => recorder.events(run.run_id).length >= 2, 'the run to be under way');
-      const cancelled = await client.cancelRun(run.run_id);
-      assert.equal(cancelled.run_id, run.run_id);
-      await recorder.until(() => recorder.finished(run.run_id), 'the terminal event');
-      const events = recorder.events(run.run_id);
-      checkRun(events, run.run_id);
-      assert.equal(events.at(-1).type, 'agent_cancelled');
-      await assert.rejects(client.cancelRun(run.run_id), { code: 'conflict', status: 409 });
-    });
-  });
+  test(
+    'cancelRun cancels a running run (agent_cancelled last); cancelling it again is a conflict',
+    TIMEOUT,
+    async () => {
+      await withClient('cancel', {}, async ({ client, recorder }) => {
+        const run = await client.startRun('echo', { message: 'slow', steps: 100, delay_ms: 50 });
+        await recorder.until(() => recorder.events(run.run_id).length >= 2, 'the run to be under way');
+        const cancelled = await client.cancelRun(run.run_id);
+        assert.equal(cancelled.run_id, run.run_id);
+        await recorder.until(() => recorder.finished(run.run_id), 'the terminal event');
+        const events = recorder.events(run.run_id);
+        checkRun(events, run.run_id);
+        assert.equal(events.at(-1).type, 'agent_cancelled');
+        await assert.rejects(client.cancelRun(run.run_id), { code: 'conflict', status: 409 });
+      });
+    },
+  );
 
   test('sendInput to a run that does not exist is refused with not_found', TIMEOUT, async () => {
     await withClient('input', {}, async ({ client }) => {
@@ -238,25 +308,32 @@ describe('against a live server', { skip: needsServer }, () => {
     });
   });
 
-  test('stream() yields the events after `after`, ends after the terminal one; unknown runs are not_found', TIMEOUT, async () => {
-    await withClient('stream', {}, async ({ client, token }) => {
-      const run = await client.startRun('echo', { message: 'm', steps: 4, delay_ms: 10 });
-      const all = [];
-      for await (const event of client.stream(run.run_id)) all.push(event);
-      checkRun(all, run.run_id);
-      assert.deepEqual(all, await storedEvents(token, run.run_id));
-      const tail = [];
-      const stream = client.stream(run.run_id, { after: 5 });
-      for await (const event of stream) tail.push(event);
-      assert.deepEqual(tail, all.slice(5));
-      assert.equal(stream.lastSeq, all.length);
-      assert.equal(stream.reconnects, 0);
-      const unknown = client.stream('run_nope');
-      await assert.rejects(async () => {
-        for await (const _ of unknown) assert.fail('no events of an unknown run');
-      }, { name: 'CorralError', code: 'not_found' });
-    });
-  });
+  test(
+    'stream() yields the events after `after`, ends after the terminal one; unknown runs are not_found',
+    TIMEOUT,
+    async () => {
+      await withClient('stream', {}, async ({ client, token }) => {
+        const run = await client.startRun('echo', { message: 'm', steps: 4, delay_ms: 10 });
+        const all = [];
+        for await (const event of client.stream(run.run_id)) all.push(event);
+        checkRun(all, run.run_id);
+        assert.deepEqual(all, await storedEvents(token, run.run_id));
+        const tail = [];
+        const stream = client.stream(run.run_id, { after: 5 });
+        for await (const event of stream) tail.push(event);
+        assert.deepEqual(tail, all.slice(5));
+        assert.equal(stream.lastSeq, all.length);
+        assert.equal(stream.reconnects, 0);
+        const unknown = client.stream('run_nope');
+        await assert.rejects(
+          async () => {
+            for await (const _ of unknown) assert.fail('no events of an unknown run');
+          },
+          { name: 'CorralError', code: 'not_found' },
+        );
+      });
+    },
+  );
 
   test('leaving a stream early, or aborting its signal, stops it', TIMEOUT, async () => {
     await withClient('stream-stop', {}, async ({ client }) => {
@@ -267,13 +344,17 @@ describe('against a live server', { skip: needsServer }, () => {
       }
       const controller = new AbortController();
       const seen = [];
-      await assert.rejects(async () => {
-        for await (const event of client.stream(run.run_id, { signal: controller.signal })) {
-          seen.push(event.seq);
-          if (event.seq === 3) controller.abort();
-        }
-      }, { name: 'AbortError' });
+      await assert.rejects(
+        async () => {
+          for await (const event of client.stream(run.run_id, { signal: controller.signal })) {
+            seen.push(event.seq);
+            if (event.seq === 3) controller.abort();
+          }
+        },
+        { name: 'AbortError' },
+      );
       assert.deepEqual(seen, [1, 2, 3]);
+      await client.cancelRun(run.run_id); // nothing left running behind the test
     });
   });
 
@@ -315,11 +396,15 @@ describe('against a live server', { skip: needsServer }, () => {
     const token = await devToken(newUser('close-stream'));
     const client = new CorralClient({ baseUrl: SERVER, token });
     const run = await client.startRun('echo', { message: 'm', steps: 100, delay_ms: 30 });
-    await assert.rejects(async () => {
-      for await (const event of client.stream(run.run_id)) {
-        if (event.seq === 2) client.close();
-        assert.ok(event.seq <= 2);
-      }
-    }, { name: 'CorralError', code: 'closed' });
+    await assert.rejects(
+      async () => {
+        for await (const event of client.stream(run.run_id)) {
+          if (event.seq === 2) client.close();
+          assert.ok(event.seq <= 2);
+        }
+      },
+      { name: 'CorralError', code: 'closed' },
+    );
+    await call(token, 'POST', `/v1/runs/${run.run_id}/cancel`); // nothing left running
   });
 });

@@ -129,7 +129,11 @@ export class Recorder {
 export function checkRun(events, runId) {
   assert.ok(events.length > 0, `run ${runId}: no events`);
   const seqs = events.map((e) => e.seq);
-  assert.deepEqual(seqs, Array.from(seqs, (_, i) => i + 1), `run ${runId}: seq not 1..N: ${seqs}`);
+  assert.deepEqual(
+    seqs,
+    Array.from(seqs, (_, i) => i + 1),
+    `run ${runId}: seq not 1..N: ${seqs}`,
+  );
   const types = events.map((e) => e.type);
   assert.ok(TERMINAL.has(types.at(-1)), `run ${runId}: last event is ${types.at(-1)}`);
   assert.equal(types.filter((t) => TERMINAL.has(t)).length, 1, `run ${runId}: terminal events: ${types}`);

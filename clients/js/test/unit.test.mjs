@@ -58,7 +58,9 @@ test('readEventStream joins multi-line data, splits fields at the first colon on
 });
 
 test('readEventStream drops an unterminated message at the end of the body', async () => {
-  assert.deepEqual(await collect(['data: whole\n\n', 'data: half']), [{ event: 'message', data: 'whole', id: null }]);
+  assert.deepEqual(await collect(['data: whole\n\n', 'data: half']), [
+    { event: 'message', data: 'whole', id: null },
+  ]);
 });
 
 test('leaving a readEventStream loop early cancels the body', async () => {
@@ -72,7 +74,11 @@ test('leaving a readEventStream loop early cancels the body', async () => {
 
 test('CorralError carries code, message, status, details and the client ref', () => {
   const details = [{ field: 'input.steps', message: 'too big', type: 'less_than_equal' }];
-  const err = new CorralError('validation_error', 'the input is not valid', { status: 422, details, clientRef: 'r1' });
+  const err = new CorralError('validation_error', 'the input is not valid', {
+    status: 422,
+    details,
+    clientRef: 'r1',
+  });
   assert.ok(err instanceof Error);
   assert.equal(err.name, 'CorralError');
   assert.equal(err.code, 'validation_error');
@@ -115,7 +121,19 @@ test('every export of the module is declared in index.d.ts', async () => {
   for (const name of names) {
     assert.match(declarations, new RegExp(`export declare (class|function|const) ${name}\\b`), name);
   }
-  for (const method of ['startRun', 'cancelRun', 'sendInput', 'on', 'onStatus', 'ready', 'resume', 'stream', 'startAndStream', 'request', 'close']) {
+  for (const method of [
+    'startRun',
+    'cancelRun',
+    'sendInput',
+    'on',
+    'onStatus',
+    'ready',
+    'resume',
+    'stream',
+    'startAndStream',
+    'request',
+    'close',
+  ]) {
     assert.equal(typeof CorralClient.prototype[method], 'function', method);
     assert.match(declarations, new RegExp(`\\n\\s+${method}[<(]`), `${method} is declared`);
   }

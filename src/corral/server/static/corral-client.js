@@ -188,7 +188,7 @@ export class CorralClient {
    *   this module was served from), `token` or `getToken` (sync or async; asked before every
    *   (re)connect and every HTTP request), `WebSocket` and `fetch` (default: the global ones),
    *   `startOver` (`"http"` or `"socket"`), `onError` (gets listener exceptions and server
-   *   errors that answer no request; default `console.error`), and the timings in `DEFAULTS`.
+   *   errors that answer no request; default `console.error`), and the timings (index.d.ts).
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
@@ -211,7 +211,8 @@ export class CorralClient {
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     if (typeof WebSocketImpl !== 'function') {
       throw new TypeError(
-        'no WebSocket constructor: pass {WebSocket}, or on Node 20 run `node --experimental-websocket` (Node 22+ has one built in)',
+        'no WebSocket constructor: pass {WebSocket}, or on Node 20 run ' +
+          '`node --experimental-websocket` (Node 22+ has one built in)',
       );
     }
     this.#WebSocket = WebSocketImpl;
@@ -260,7 +261,8 @@ export class CorralClient {
    * Returns a function that removes the listener.
    */
   on(type, handler) {
-    if (typeof type !== 'string' || !type) throw new TypeError('on(type, handler): type is an event type or "*"');
+    if (typeof type !== 'string' || !type)
+      throw new TypeError('on(type, handler): type is an event type or "*"');
     if (typeof handler !== 'function') throw new TypeError('on(type, handler): handler must be a function');
     let set = this.#handlers.get(type);
     if (!set) this.#handlers.set(type, (set = new Set()));
@@ -298,7 +300,8 @@ export class CorralClient {
    */
   async startRun(agent, input, options = {}) {
     this.#assertOpen();
-    if (typeof agent !== 'string' || !agent) throw new TypeError('startRun(agent, input): agent is a name from GET /v1/agents');
+    if (typeof agent !== 'string' || !agent)
+      throw new TypeError('startRun(agent, input): agent is a name from GET /v1/agents');
     const { threadId, clientRef = newClientRef(), multitask, timeoutS } = options ?? {};
     if (typeof clientRef !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(clientRef)) {
       throw new TypeError('clientRef is 1-255 printable ASCII characters without spaces');
@@ -344,7 +347,8 @@ export class CorralClient {
    */
   async sendInput(runId, requestId, value) {
     this.#assertOpen();
-    if (typeof requestId !== 'string' || !requestId) throw new TypeError('sendInput(runId, requestId, value): requestId is a string');
+    if (typeof requestId !== 'string' || !requestId)
+      throw new TypeError('sendInput(runId, requestId, value): requestId is a string');
     const path = `/v1/runs/${runPath(runId)}`;
     return this.#http('POST', `${path}/input`, {
       body: { request_id: requestId, value: value === undefined ? null : value },
@@ -361,7 +365,8 @@ export class CorralClient {
   resume(runId, { after = 0 } = {}) {
     this.#assertOpen();
     runPath(runId);
-    if (!Number.isInteger(after) || after < 0) throw new TypeError('resume(runId, {after}): after is a whole number >= 0');
+    if (!Number.isInteger(after) || after < 0)
+      throw new TypeError('resume(runId, {after}): after is a whole number >= 0');
     if (this.#runs.has(runId)) return;
     const run = this.#track(runId);
     run.last = after;
@@ -377,7 +382,8 @@ export class CorralClient {
   stream(runId, { after = 0, signal } = {}) {
     this.#assertOpen();
     runPath(runId);
-    if (!Number.isInteger(after) || after < 0) throw new TypeError('stream(runId, {after}): after is a whole number >= 0');
+    if (!Number.isInteger(after) || after < 0)
+      throw new TypeError('stream(runId, {after}): after is a whole number >= 0');
     return new RunStream(runId, after, (state) => this.#streamEvents(runId, state, signal));
   }
 
@@ -403,9 +409,13 @@ export class CorralClient {
    */
   async request(method, path, { body, headers = {}, signal } = {}) {
     this.#assertOpen();
-    if (typeof path !== 'string' || !path.startsWith('/')) throw new TypeError('request(method, path): path starts with "/", like "/v1/agents"');
+    if (typeof path !== 'string' || !path.startsWith('/'))
+      throw new TypeError('request(method, path): path starts with "/", like "/v1/agents"');
     const verb = String(method).toUpperCase();
-    const retry = verb === 'GET' || verb === 'DELETE' || Object.keys(headers).some((h) => h.toLowerCase() === 'idempotency-key');
+    const retry =
+      verb === 'GET' ||
+      verb === 'DELETE' ||
+      Object.keys(headers).some((h) => h.toLowerCase() === 'idempotency-key');
     return this.#http(verb, path, { body, headers, signal, retry });
   }
 
@@ -556,7 +566,12 @@ export class CorralClient {
     if (code === 1008 && refusal?.code === 'unauthorized' && !this.#getToken) {
       // A fixed token the server refuses will not get better by retrying.
       this.#shutdown(
-        new CorralError('unauthorized', `the server refused the token (${refusal.message}); make a new client with a valid token, or pass getToken`, { status: 401 }),
+        new CorralError(
+          'unauthorized',
+          `the server refused the token (${refusal.message}); ` +
+            'make a new client with a valid token, or pass getToken',
+          { status: 401 },
+        ),
       );
       return;
     }
@@ -568,7 +583,11 @@ export class CorralClient {
   #retry(info) {
     const delayMs = backoff(this.#attempt, this.#o);
     this.#attempt += 1;
-    this.#setStatus(this.#everReady ? 'reconnecting' : 'connecting', { ...info, attempt: this.#attempt, delayMs });
+    this.#setStatus(this.#everReady ? 'reconnecting' : 'connecting', {
+      ...info,
+      attempt: this.#attempt,
+      delayMs,
+    });
     if (this.#closed) return; // a status listener closed the client
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = setTimeout(() => this.#connect(), delayMs);
@@ -744,7 +763,10 @@ export class CorralClient {
       throw new CorralError('unauthorized', `getToken() failed: ${err?.message ?? err}`, { cause: err });
     }
     if (typeof token !== 'string' || !token) {
-      throw new CorralError('unauthorized', 'getToken() returned no token: it must return (or resolve to) a non-empty string');
+      throw new CorralError(
+        'unauthorized',
+        'getToken() returned no token: it must return (or resolve to) a non-empty string',
+      );
     }
     return token;
   }
@@ -792,7 +814,12 @@ export class CorralClient {
           if (controller.signal.aborted) throw controller.signal.reason ?? err;
           if (err instanceof CorralError) throw err;
           if (!retry || attempt > this.#o.retries) {
-            throw new CorralError('network_error', `${method} ${path} failed (${err?.message ?? err}); check that the server is reachable and retry`, { cause: err });
+            throw new CorralError(
+              'network_error',
+              `${method} ${path} failed (${err?.message ?? err}); ` +
+                'check that the server is reachable and retry',
+              { cause: err },
+            );
           }
           uncertain = true;
           await sleep(backoff(attempt - 1, this.#o), controller.signal);
@@ -832,15 +859,25 @@ export class CorralClient {
         // No byte for this long (the server sends a comment every 15 s): the connection is dead.
         const arm = () => {
           clearTimeout(watchdog);
-          watchdog = setTimeout(() => attempt.abort(new Error('the stream went silent')), this.#o.idleTimeoutMs);
+          watchdog = setTimeout(
+            () => attempt.abort(new Error('the stream went silent')),
+            this.#o.idleTimeoutMs,
+          );
         };
         let failure = null;
         let fatal = null;
         try {
-          const headers = { Accept: 'text/event-stream', Authorization: `Bearer ${await this.#currentToken()}` };
+          const headers = {
+            Accept: 'text/event-stream',
+            Authorization: `Bearer ${await this.#currentToken()}`,
+          };
           if (state.last > 0) headers['Last-Event-ID'] = String(state.last);
           arm();
-          const response = await this.#fetch(this.#url(path), { headers, signal: attempt.signal, cache: 'no-store' });
+          const response = await this.#fetch(this.#url(path), {
+            headers,
+            signal: attempt.signal,
+            cache: 'no-store',
+          });
           if (!response.ok) {
             const error = errorFromResponse(response, parseJson(await response.text()));
             if (response.status === 401 && this.#getToken && !refreshed) {
@@ -884,7 +921,12 @@ export class CorralClient {
         if (fatal) throw fatal;
         failures += 1;
         if (failures > this.#o.retries) {
-          throw new CorralError('network_error', `the event stream of run ${runId} failed ${failures} times in a row (${failure?.message ?? failure}); check that the server is reachable`, { cause: failure });
+          throw new CorralError(
+            'network_error',
+            `the event stream of run ${runId} failed ${failures} times in a row ` +
+              `(${failure?.message ?? failure}); check that the server is reachable`,
+            { cause: failure },
+          );
         }
         state.reconnects += 1;
         await sleep(backoff(failures - 1, this.#o), outer.signal);
@@ -933,7 +975,9 @@ function resolveBase(baseUrl) {
     // Served by corral, this module sits at the app's root: its own URL names the server,
     // mount prefix included.
     if (!/^https?:/.test(import.meta.url)) {
-      throw new TypeError('baseUrl is required here, e.g. new CorralClient({baseUrl: "http://127.0.0.1:8000", token})');
+      throw new TypeError(
+        'baseUrl is required here, e.g. new CorralClient({baseUrl: "http://127.0.0.1:8000", token})',
+      );
     }
     url = new URL('.', import.meta.url);
   } else {
@@ -941,7 +985,9 @@ function resolveBase(baseUrl) {
     try {
       url = page ? new URL(String(baseUrl), page) : new URL(String(baseUrl));
     } catch {
-      throw new TypeError(`baseUrl ${JSON.stringify(String(baseUrl))} is not a URL: give one like "http://127.0.0.1:8000"`);
+      throw new TypeError(
+        `baseUrl ${JSON.stringify(String(baseUrl))} is not a URL: give one like "http://127.0.0.1:8000"`,
+      );
     }
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
@@ -1001,9 +1047,13 @@ function parseJson(text) {
 }
 
 function errorFromResponse(response, data) {
-  const body = data && typeof data === 'object' && data.error && typeof data.error === 'object' ? data.error : {};
-  const code = typeof body.code === 'string' ? body.code : CODE_OF_STATUS[response.status] ?? 'http_error';
-  const message = typeof body.message === 'string' ? body.message : `the server answered ${response.status} ${response.statusText ?? ''}`.trim();
+  const body =
+    data && typeof data === 'object' && data.error && typeof data.error === 'object' ? data.error : {};
+  const code = typeof body.code === 'string' ? body.code : (CODE_OF_STATUS[response.status] ?? 'http_error');
+  const message =
+    typeof body.message === 'string'
+      ? body.message
+      : `the server answered ${response.status} ${response.statusText ?? ''}`.trim();
   const after = Number.parseFloat(response.headers.get('retry-after') ?? '');
   return new CorralError(code, message, {
     status: response.status,
