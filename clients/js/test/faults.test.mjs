@@ -128,7 +128,12 @@ describe('through a cutting proxy', { skip: needsProxy }, () => {
     TIMEOUT,
     async () => {
       const token = await devToken(newUser('streamer'));
-      const client = proxied(token);
+      const resumedFrom = []; // the Last-Event-ID of each stream request, null for none
+      const fetchAndRecord = (url, init) => {
+        if (String(url).endsWith('/stream')) resumedFrom.push(init.headers['Last-Event-ID'] ?? null);
+        return fetch(url, init);
+      };
+      const client = proxied(token, { fetch: fetchAndRecord });
       try {
         const run = await client.startRun('echo', { message: MESSAGE, steps: 60, delay_ms: 2 });
         const stream = client.stream(run.run_id);
@@ -136,8 +141,22 @@ describe('through a cutting proxy', { skip: needsProxy }, () => {
         for await (const event of stream) events.push(event);
         checkRun(events, run.run_id);
         assert.deepEqual(events, await storedEvents(token, run.run_id));
-        // ~90 KB of events through budgets of at most 40 KB: the stream was cut and resumed.
+        // ~90 KB of events through budgets of at most 40 KB: the stream was cut and resumed,
+        // each time from the last event it had yielded.
         assert.ok(stream.reconnects >= 1, `reconnects: ${stream.reconnects}`);
+        assert.equal(resumedFrom.length, stream.reconnects + 1);
+        assert.equal(resumedFrom[0], null);
+        const seqs = resumedFrom.filter((id) => id !== null).map(Number);
+        assert.ok(seqs.length >= 1, `never resumed with Last-Event-ID: ${resumedFrom}`);
+        assert.deepEqual(
+          seqs,
+          [...seqs].sort((a, b) => a - b),
+          `resumed backwards: ${resumedFrom}`,
+        );
+        assert.ok(
+          seqs.every((seq) => seq >= 1 && seq < events.length),
+          `${resumedFrom}`,
+        );
       } finally {
         client.close();
       }
