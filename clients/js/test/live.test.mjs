@@ -81,6 +81,50 @@ describe('against a live server', { skip: needsServer }, () => {
   });
 
   test(
+    'a socket start whose socket drops before run_accepted is sent again, same client_ref',
+    TIMEOUT,
+    async () => {
+      const sent = [];
+      let dropped = false;
+      // The socket drops right after the start leaves: a fault at the transport, not a stand-in
+      // for the server (the real server answers on the next socket).
+      class DroppingWebSocket extends WebSocket {
+        send(data) {
+          const message = JSON.parse(data);
+          if (message.type !== 'auth') sent.push(message);
+          super.send(data);
+          if (message.type === 'start_run' && !dropped) {
+            dropped = true;
+            this.close();
+          }
+        }
+      }
+      await withClient(
+        'ws-resend',
+        { startOver: 'socket', WebSocket: DroppingWebSocket, minBackoffMs: 10 },
+        async ({ client, recorder }) => {
+          await client.ready();
+          const run = await client.startRun(
+            'echo',
+            { message: 'again', steps: 1 },
+            { clientRef: 'resent-ref' },
+          );
+          const starts = sent.filter((m) => m.type === 'start_run');
+          assert.equal(starts.length, 2);
+          assert.deepEqual(starts[0], starts[1]);
+          assert.equal(starts[1].client_ref, 'resent-ref');
+          assert.ok(recorder.statuses.some((s) => s.status === 'reconnecting'));
+          await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
+          checkRun(recorder.events(run.run_id), run.run_id);
+          // Exactly one run once the server treats client_ref as an idempotency key (contract
+          // §5); until then the first start may also have run. Then add:
+          // assert.deepEqual((await call(token, 'GET', '/v1/runs')).runs.map((r) => r.run_id), [run.run_id]);
+        },
+      );
+    },
+  );
+
+  test(
     'a socket start the server refuses rejects with a CorralError: code, details, client ref',
     TIMEOUT,
     async () => {
