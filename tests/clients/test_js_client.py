@@ -80,7 +80,9 @@ async def run_node_tests(node: list[str], files: list[str], **env: str) -> dict[
     assert proc.returncode == 0, f"node --test exited {proc.returncode}:\n{output}"
     assert counts.get("fail") == 0, output
     assert counts.get("pass", 0) > 0, output
+    # A skipped describe() block counts as neither a test nor a skip: look for the directive.
     assert counts.get("skipped", 0) == 0, f"a Node test was skipped:\n{output}"
+    assert "# SKIP" not in output, f"a Node test or suite was skipped:\n{output}"
     assert counts.get("todo", 0) == 0, output
     return counts
 
@@ -102,7 +104,7 @@ async def test_js_client_against_a_live_server(node: list[str], start_server: St
     counts = await run_node_tests(
         node, ["test/live.test.mjs"], CORRAL_URL=server.url, CORRAL_TOKEN_EXPIRED=expired
     )
-    assert counts["pass"] >= 19
+    assert counts["pass"] >= 20
 
 
 @sqlite_only
@@ -118,12 +120,13 @@ async def test_js_client_delivers_exactly_once_through_a_cutting_proxy(
     port = int(server.url.rsplit(":", 1)[1])
     async with CuttingProxy("127.0.0.1", port, seed=seed) as proxy:
         try:
-            await run_node_tests(
+            counts = await run_node_tests(
                 node, ["test/faults.test.mjs"], CORRAL_URL=server.url, CORRAL_PROXY_URL=proxy.url
             )
         except BaseException as exc:
             exc.add_note(f"cutting proxy seed {seed} ({SEED_ENV}={seed} repeats the cuts)")
             raise
+    assert counts["pass"] >= 4
     # The faults really happened: sockets and streams were cut, more than once.
     assert proxy.cuts["ws"] >= 2, proxy.cuts
     assert proxy.cuts["sse"] >= 1, proxy.cuts
