@@ -26,6 +26,7 @@ from corral.core.registry import AgentRegistry
 from corral.errors import CorralError, StoreUnavailable
 from corral.loading import load_agents
 from corral.server.api import routes_for
+from corral.server.assets import asset_routes
 from corral.server.errors import answer_for
 from corral.server.hosts import HostGuard, HostPolicy
 from corral.server.openapi import build_openapi
@@ -146,6 +147,7 @@ def create_app(
             # A plain route: per-socket machinery costs memory on every idle connection.
             WebSocketRoute("/v1/ws", websocket_endpoint),
             Route("/", index, methods=["GET"]),
+            *asset_routes(),  # GET /corral-client.js (server/assets.py)
             Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
         ],
         middleware=middleware,
