@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from harness import Result, Target, console, raise_fd_limit, targets_table
 
-SUITES = ("runs", "fanout", "idle", "scaling", "cluster")
+SUITES = ("runs", "fanout", "idle", "scaling", "cluster", "peers")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3; quick 1)")
     parser.add_argument("--duration", type=float, default=0, help="seconds per measurement")
-    parser.add_argument("--users", type=int, default=0, help="runs: closed-loop users")
+    parser.add_argument("--users", type=int, default=0, help="runs, cluster, peers: users")
     parser.add_argument("--sockets", type=int, default=0, help="idle: sockets to hold")
     parser.add_argument("--clients", type=int, default=0, help="idle: client processes")
     parser.add_argument(

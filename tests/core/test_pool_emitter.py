@@ -260,6 +260,25 @@ async def test_hold_and_release_resume_without_gap_or_duplicate() -> None:
     await conn.close()
 
 
+async def test_a_live_event_published_after_the_release_but_replayed_is_not_sent_twice() -> None:
+    """An event is readable from the store a moment before it is published: a replay may send
+    it, release the hold, and only then see its live copy arrive — which is dropped."""
+    transport = RecordingTransport()
+    conn = Connection("alice", transport)
+    conn.start()
+    conn.hold("run_a")
+    conn.offer(b'{"seq": 1}')  # the replay sent the stored 1..2 (as raw bytes)
+    conn.offer(b'{"seq": 2}')
+    conn.release("run_a", after_seq=2)
+    late = [event_of("alice", seq) for seq in (1, 2, 3)]  # published after the release
+    assert [conn.offer_event(e, e.to_json()) for e in late] == [False, False, True]
+    await transport.wait_for_frames(3)
+    assert [d.get("seq") for d in transport.decoded()] == [1, 2, 3]
+    other = event_of("alice", 1, run_id="run_b")  # other runs are not affected
+    assert conn.offer_event(other, other.to_json())
+    await conn.close()
+
+
 async def test_events_held_during_a_replay_count_toward_the_bound() -> None:
     """A client stalled while its replay goes out cannot make the hold grow without limit."""
     transport = RecordingTransport()

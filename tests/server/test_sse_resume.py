@@ -154,3 +154,24 @@ async def test_stream_refuses_bad_resume_points_and_foreign_runs(server) -> None
         assert resp.status_code == 404
         async with server.client() as anonymous:
             assert (await anonymous.get(f"/v1/runs/{run_id}/stream")).status_code == 401
+
+
+async def test_streams_opened_while_their_runs_emit_deliver_each_event_exactly_once(
+    server,
+) -> None:
+    """POST a run, open its stream at once — while its events are being stored — many times
+    over, concurrently: every stream is 1..N exactly, though some events are read from the
+    store a moment before their live copies are published."""
+    bad: list[tuple[str, list[int]]] = []
+
+    async def user(name: str) -> None:
+        async with server.client(name) as http:
+            for _ in range(15):
+                run_id = await start_run(http, {"message": "race", "steps": 3, "delay_ms": 5})
+                events, ended = await read_stream(http, run_id)
+                seqs = [e["seq"] for e in events]
+                if not ended or seqs != list(range(1, 12)):
+                    bad.append((run_id, seqs))
+
+    await asyncio.gather(*(user(f"race{i}") for i in range(8)))
+    assert not bad, bad[:3]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,6 +22,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 DEFAULT_MAX_BUFFERED_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_BUFFERED_MESSAGES = 20_000
+MAX_FLOORS = 256  # replayed runs whose late live duplicates a connection still drops
 
 
 class Transport(Protocol):
@@ -78,6 +79,10 @@ class Connection:
         self._drained: asyncio.Event | None = None  # set when a frame is written or it closes
         self._holds: dict[str, list[tuple[Event, bytes]]] = {}
         self._held_count = 0
+        # run_id -> the last seq a replay sent: live events up to it are duplicates. (An event
+        # is readable from the store a moment before it is published, so a replay can send it
+        # and the live copy arrive after the release.) Bounded: only recent replays matter.
+        self._floors: OrderedDict[str, int] = OrderedDict()
         self._writer: asyncio.Task[None] | None = None
         self.state = ConnectionState.OPEN
         self.close_code: int | None = None
@@ -97,6 +102,10 @@ class Connection:
         """Queue one event (already serialized) unless this connection filters it out."""
         if self.run_filter is not None and event.run_id != self.run_filter:
             return False
+        if self._floors:
+            floor = self._floors.get(event.run_id)
+            if floor is not None and event.seq <= floor:
+                return False
         held = self._holds.get(event.run_id)
         if held is not None:
             # Held events count toward the bound like queued ones: a client that stalls
@@ -168,7 +177,12 @@ class Connection:
         self._holds.setdefault(run_id, [])
 
     def release(self, run_id: str, after_seq: int) -> None:
-        """Send the held live events of ``run_id`` with ``seq > after_seq``, then go live."""
+        """Send the held live events of ``run_id`` with ``seq > after_seq``, then go live;
+        live events with ``seq <= after_seq`` arriving later are dropped as duplicates."""
+        self._floors[run_id] = max(after_seq, self._floors.get(run_id, 0))
+        self._floors.move_to_end(run_id)
+        while len(self._floors) > MAX_FLOORS:
+            self._floors.popitem(last=False)
         for event, payload in self._holds.pop(run_id, []):
             self._buffered -= len(payload)
             self._held_count -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -55,6 +56,9 @@ PLACEHOLDER_IDS = frozenset(
 )
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def new_id(prefix: str) -> str:
     """An unguessable id: ``prefix`` + 128 random bits in URL-safe base64."""
     return f"{prefix}_{secrets.token_urlsafe(16)}"
@@ -70,7 +74,7 @@ def validate_id(field_name: str, value: object) -> str:
         raise ContextError(field_name, f"longer than {MAX_ID_LENGTH} characters")
     if value != value.strip():
         raise ContextError(field_name, "has leading or trailing white space")
-    if any(ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0 for ch in value):
+    if _CONTROL.search(value):
         raise ContextError(field_name, "contains control characters")
     if is_placeholder(value):
         raise ContextError(field_name, f"{value!r} is a placeholder, not a real id")

@@ -194,6 +194,8 @@ _JWT_LIKE = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-
 
 
 def is_secret_key(key: str) -> bool:
+    if key.isalpha() and key.islower():  # one plain word, the common case: no splitting
+        return key in _SECRET_SEGMENTS
     parts = [p.lower() for p in _SEGMENT_SPLIT.split(key) if p]
     if not parts:
         return False

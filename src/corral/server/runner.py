@@ -98,6 +98,9 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
+        # The peer address is what it is: X-Forwarded-For is not believed (a loopback client
+        # could forge it), and the middleware it needs costs every request a layer.
+        proxy_headers=False,
     )
 
 
