@@ -46,6 +46,7 @@ from harness import (
     token,
     workdir,
 )
+from wire import HttpClient
 
 PEERS = BENCH.parent.parent / "shared" / "peers"
 LG_HOME = Path(os.environ.get("CORRAL_BENCH_CACHE", Path.home() / ".cache" / "corral-bench"))
@@ -118,72 +119,75 @@ def langgraph_server(work: Path) -> Child:
 # -- one client for both ------------------------------------------------------------------------
 
 
-async def sse(resp: httpx.Response) -> Any:
-    """(event, data) of each Server-Sent Event of ``resp``."""
-    event, data = None, []
-    async for line in resp.aiter_lines():
-        if line == "":
-            if event is not None or data:
-                yield event or "message", "\n".join(data)
-            event, data = None, []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-
-
 class Peer:
-    """How one server starts and streams a run; ``run`` returns (first event s, done s)."""
+    """How one server starts and streams a run over one kept-alive connection (the lean client
+    of wire.py, so that the client's CPU does not cap what is measured); ``run`` returns
+    (first agent event s, done s)."""
 
     name = ""
     mode = ""
 
-    async def prepare(self, http: httpx.AsyncClient, user: str) -> Any:
+    async def prepare(self, http: HttpClient, user: str) -> Any:
         return None
 
-    async def run(
-        self, http: httpx.AsyncClient, user: str, state: Any, n: int
-    ) -> tuple[float, float]:
+    async def run(self, http: HttpClient, user: str, state: Any, n: int) -> tuple[float, float]:
         raise NotImplementedError
+
+
+class _Collector:
+    """Checks a run's four agent events as they arrive, in order, for the right user."""
+
+    def __init__(self, who: str, user: str, t0: float) -> None:
+        self.who, self.user, self.t0 = who, user, t0
+        self.seen = 0
+        self.first: float | None = None
+        self.terminal: str | None = None
+
+    def agent_event(self, doc: dict[str, Any]) -> None:
+        if doc.get("seq") != self.seen or doc.get("user") != self.user:
+            raise RuntimeError(f"{self.who}: unexpected event {doc}")
+        self.seen += 1
+        if self.first is None:
+            self.first = time.perf_counter() - self.t0
+
+    def check(self) -> tuple[float, float]:
+        if self.seen != AGENT_EVENTS or self.first is None:
+            raise RuntimeError(f"{self.who}: {self.seen} agent events, ended {self.terminal}")
+        return self.first, time.perf_counter() - self.t0
 
 
 class LangGraphPeer(Peer):
     name = "langgraph"
     mode = "POST /threads/{id}/runs/stream (stream_mode=custom)"
 
-    async def prepare(self, http: httpx.AsyncClient, user: str) -> Any:
-        resp = await http.post("/threads", json={"metadata": {"user": user}})
-        resp.raise_for_status()
-        return resp.json()["thread_id"]
+    async def prepare(self, http: HttpClient, user: str) -> Any:
+        status, doc = await http.request(
+            "POST", "/threads", orjson.dumps({"metadata": {"user": user}})
+        )
+        if status != 200:
+            raise RuntimeError(f"langgraph: POST /threads answered {status}")
+        return orjson.loads(doc)["thread_id"]
 
-    async def run(
-        self, http: httpx.AsyncClient, user: str, state: Any, n: int
-    ) -> tuple[float, float]:
+    async def run(self, http: HttpClient, user: str, state: Any, n: int) -> tuple[float, float]:
         body = {
             "assistant_id": "agent",
             "input": {"user": user, "run_no": n},
             "stream_mode": "custom",
         }
-        t0 = time.perf_counter()
-        first = None
-        seen = 0
-        async with http.stream("POST", f"/threads/{state}/runs/stream", json=body) as resp:
-            resp.raise_for_status()
-            async for event, data in sse(resp):
-                if event == "custom":
-                    doc = orjson.loads(data)
-                    if doc.get("seq") != seen or doc.get("user") != user:
-                        raise RuntimeError(f"langgraph: unexpected event {doc}")
-                    seen += 1
-                    if first is None:
-                        first = time.perf_counter() - t0
-                elif event == "error":
-                    raise RuntimeError(f"langgraph: {data}")
-        if seen != AGENT_EVENTS or first is None:
-            raise RuntimeError(f"langgraph: {seen} custom events")
-        return first, time.perf_counter() - t0
+        got = _Collector("langgraph", user, time.perf_counter())
+
+        def on_event(event: str, data: bytes) -> None:
+            if event == "custom":
+                got.agent_event(orjson.loads(data))
+            elif event == "error":
+                raise RuntimeError(f"langgraph: {data!r}")
+
+        status = await http.stream(
+            "POST", f"/threads/{state}/runs/stream", on_event, orjson.dumps(body)
+        )
+        if status != 200:
+            raise RuntimeError(f"langgraph: runs/stream answered {status}")
+        return got.check()
 
 
 class CorralPeer(Peer):
@@ -198,48 +202,48 @@ class CorralPeer(Peer):
             else "POST /v1/runs, then GET /v1/runs/{id}/stream"
         )
 
-    async def prepare(self, http: httpx.AsyncClient, user: str) -> Any:
+    async def prepare(self, http: HttpClient, user: str) -> Any:
         return {"Authorization": f"Bearer {token(self.secret, user)}"}
 
-    async def run(
-        self, http: httpx.AsyncClient, user: str, state: Any, n: int
-    ) -> tuple[float, float]:
-        body = {"agent": "peer", "input": {"user": user, "run_no": n}}
-        t0 = time.perf_counter()
+    async def run(self, http: HttpClient, user: str, state: Any, n: int) -> tuple[float, float]:
+        body = orjson.dumps({"agent": "peer", "input": {"user": user, "run_no": n}})
+        got = _Collector("corral", user, time.perf_counter())
+
+        def on_event(event: str, data: bytes) -> None:
+            if event == "agent_update":
+                got.agent_event(orjson.loads(data)["data"])
+            elif event in ("agent_completed", "agent_error", "agent_cancelled"):
+                got.terminal = event
+
         if self.one_request:
-            request = http.stream("POST", "/v1/runs/stream", json=body, headers=state)
+            status = await http.stream("POST", "/v1/runs/stream", on_event, body, state)
         else:
-            resp = await http.post("/v1/runs", json=body, headers=state)
-            resp.raise_for_status()
-            run_id = resp.json()["run_id"]
-            request = http.stream("GET", f"/v1/runs/{run_id}/stream", headers=state)
-        first = None
-        seen = 0
-        terminal = None
-        async with request as stream:
-            stream.raise_for_status()
-            async for event, data in sse(stream):
-                if event == "agent_update":
-                    doc = orjson.loads(data)["data"]
-                    if doc.get("seq") != seen or doc.get("user") != user:
-                        raise RuntimeError(f"corral: unexpected event {doc}")
-                    seen += 1
-                    if first is None:
-                        first = time.perf_counter() - t0
-                elif event in ("agent_completed", "agent_error", "agent_cancelled"):
-                    terminal = event
-        if seen != AGENT_EVENTS or terminal != "agent_completed" or first is None:
-            raise RuntimeError(f"corral: {seen} updates, ended {terminal}")
-        return first, time.perf_counter() - t0
+            status, doc = await http.request("POST", "/v1/runs", body, state)
+            if status != 202:
+                raise RuntimeError(f"corral: POST /v1/runs answered {status}: {doc!r}")
+            run_id = orjson.loads(doc)["run_id"]
+            status = await http.stream("GET", f"/v1/runs/{run_id}/stream", on_event, b"", state)
+        if status != 200 or got.terminal != "agent_completed":
+            raise RuntimeError(f"corral: stream answered {status}, ended {got.terminal}")
+        return got.check()
 
 
 async def closed_loop(
-    peer: Peer, url: str, *, users: int, duration_s: float, warmup_s: float, pid: int, tag: str
+    peer: Peer,
+    url: tuple[str, int],
+    *,
+    users: int,
+    duration_s: float,
+    warmup_s: float,
+    pid: int,
+    tag: str,
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=users * 2, max_keepalive_connections=users * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        names = [f"{tag}-{i}" for i in range(users)]
-        states = await asyncio.gather(*(peer.prepare(http, u) for u in names))
+    clients = [HttpClient(*url) for _ in range(users)]
+    names = [f"{tag}-{i}" for i in range(users)]
+    try:
+        states = await asyncio.gather(
+            *(peer.prepare(c, u) for c, u in zip(clients, names, strict=True))
+        )
         loop = asyncio.get_running_loop()
         measuring = loop.time() + warmup_s
         stop = measuring + duration_s
@@ -248,7 +252,7 @@ async def closed_loop(
         errors: list[str] = []
         meter = CpuMeter([pid])
 
-        async def user(name: str, state: Any) -> None:
+        async def user(http: HttpClient, name: str, state: Any) -> None:
             n = 0
             while loop.time() < stop:
                 n += 1
@@ -257,6 +261,7 @@ async def closed_loop(
                     first, done = await peer.run(http, name, state, n)
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    http.close()
                     continue
                 if counted and loop.time() <= stop:
                     firsts.append(first)
@@ -267,9 +272,13 @@ async def closed_loop(
             meter.start()
 
         await asyncio.gather(
-            start_meter(), *(user(u, s) for u, s in zip(names, states, strict=True))
+            start_meter(),
+            *(user(c, u, s) for c, u, s in zip(clients, names, states, strict=True)),
         )
         meter.stop()
+    finally:
+        for client in clients:
+            client.close()
     return {
         "runs": len(dones),
         "runs_per_s": round(len(dones) / duration_s, 1),
@@ -321,19 +330,16 @@ async def main(args: argparse.Namespace) -> Result:
         )
         with running(corral, lg):
             corral_url = f"http://{HOST}:{corral.port}"
-            peers: list[tuple[Peer, Child, str]] = [
-                (
-                    CorralPeer(secret, await _has_start_and_stream(corral_url, secret)),
-                    corral,
-                    corral_url,
-                ),
-                (LangGraphPeer(), lg, f"http://{HOST}:{lg.port}"),
+            one_request = await _has_start_and_stream(corral_url, secret)
+            peers: list[tuple[Peer, Child]] = [
+                (CorralPeer(secret, one_request), corral),
+                (LangGraphPeer(), lg),
             ]
             for rep in range(reps):
-                for peer, child, url in peers:
+                for peer, child in peers:
                     row = await closed_loop(
                         peer,
-                        url,
+                        (HOST, child.port or 0),
                         users=users,
                         duration_s=duration,
                         warmup_s=warmup,

@@ -79,6 +79,64 @@ class HttpClient:
             self.close()
         return status, data
 
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        on_event: Callable[[str, bytes], None],
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Send one request and read its Server-Sent Events (chunked) to the end: calls
+        ``on_event(event, data)`` per message as it arrives. Returns the status."""
+        if self._writer is None or self._writer.is_closing():
+            await self._connect()
+        assert self._reader is not None
+        assert self._writer is not None
+        self._writer.write(self._head(method, path, body, headers) + body)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        fields = {
+            name.strip().lower(): value.strip().lower()
+            for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        }
+        if fields.get(b"transfer-encoding") != b"chunked":
+            length = int(fields.get(b"content-length", b"0"))
+            if length:
+                await self._reader.readexactly(length)
+            return status
+        pending = b""
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            chunk = await self._reader.readexactly(size + 2)
+            if size == 0:
+                break
+            # Servers end SSE lines with \n or \r\n; the buffer is joined first, so a \r\n
+            # split across two chunks is still seen.
+            pending = (pending + chunk[:-2]).replace(b"\r\n", b"\n")
+            while b"\n\n" in pending:
+                message, pending = pending.split(b"\n\n", 1)
+                event, data = "message", b""
+                for line in message.split(b"\n"):
+                    if line.startswith(b"event:"):
+                        event = line[6:].strip().decode()
+                    elif line.startswith(b"data:"):
+                        data = line[5:].strip()
+                if data:
+                    on_event(event, data)
+        if fields.get(b"connection") == b"close":
+            self.close()
+        return status
+
+    def _head(self, method: str, path: str, body: bytes, headers: dict[str, str] | None) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if body or method == "POST":
+            lines.append("Content-Type: application/json")
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
     async def post_json(
         self, path: str, doc: object, token: str
     ) -> tuple[int, dict[str, object] | None]:
