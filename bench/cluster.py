@@ -95,6 +95,10 @@ async def _measure(
     after = _cpu_snapshot(api, workers)
     wall = duration + warmup  # the CPU window includes the warm-up and the drain
     row["cpu_pct_by_role"] = {k: round(100 * (after[k] - before[k]) / wall, 1) for k in before}
+    # CPU of every server-side process (corral's, PostgreSQL's, Redis's) per run, in ms.
+    server_s = sum(after[k] - before[k] for k in before if k != "client")
+    runs = (row.get("runs_per_s") or 0) * wall
+    row["server_cpu_ms_per_run"] = round(1000 * server_s / runs, 3) if runs else None
     row.update(config=name, rep=rep + 1)
     return row
 
@@ -160,7 +164,13 @@ async def main(args: argparse.Namespace) -> Result:
 
 
 def _summarize(result: Result, cluster_name: str) -> None:
-    keys = ("runs_per_s", "start_p50_ms", "start_p99_ms", "complete_p50_ms")
+    keys = (
+        "runs_per_s",
+        "start_p50_ms",
+        "start_p99_ms",
+        "complete_p50_ms",
+        "server_cpu_ms_per_run",
+    )
     summary: dict[str, Any] = {}
     for name in ("1 process", cluster_name):
         rows = [r for r in result.rows if r["config"] == name]
@@ -171,17 +181,30 @@ def _summarize(result: Result, cluster_name: str) -> None:
         }
         summary[name]["errors"] = sum(sum(r["errors"].values()) for r in rows)
     one, many = summary["1 process"], summary[cluster_name]
+    speed = cpu = None
     if one["runs_per_s"] and many["runs_per_s"]:
-        summary["cluster_over_single_runs_per_s"] = round(many["runs_per_s"] / one["runs_per_s"], 3)
+        speed = round(many["runs_per_s"] / one["runs_per_s"], 3)
+    if one["server_cpu_ms_per_run"] and many["server_cpu_ms_per_run"]:
+        cpu = round(many["server_cpu_ms_per_run"] / one["server_cpu_ms_per_run"], 3)
+    summary["cluster_over_single_runs_per_s"] = speed
+    summary["cluster_over_single_cpu_per_run"] = cpu
     result.summary = summary
     result.targets = [
-        Target(f"cluster runs/s ({cluster_name})", many["runs_per_s"], 1000, "runs/s", True),
-        Target("cluster start latency p99", many["start_p99_ms"], 25, "ms", False),
+        Target(f"cluster runs/s, {cluster_name} / 1 process (PostgreSQL)", speed, 0.8, "×", True),
+        Target("CPU per run, every process: cluster / 1 process", cpu, 1.5, "×", False),
     ]
     table(
         f"cluster — {result.params['users']} users, echo 1 step, medians of "
         f"{result.params['repetitions']}, on {result.params['cpus']} CPUs",
-        ("config", "runs/s", "start p50 ms", "start p99 ms", "complete p50 ms", "errors"),
+        (
+            "config",
+            "runs/s",
+            "start p50 ms",
+            "start p99 ms",
+            "complete p50 ms",
+            "CPU ms/run",
+            "errors",
+        ),
         [
             (name, *(fmt(summary[name][k]) for k in keys), str(summary[name]["errors"]))
             for name in ("1 process", cluster_name)

@@ -215,7 +215,7 @@ def _summarize(result: Result) -> None:
     ratio = median(ratios)
     summary["ratio_corral_over_bare"] = None if ratio is None else round(ratio, 3)
     result.summary = summary
-    result.targets = [Target("fan-out, corral / bare websockets", ratio, 0.6, "×", True)]
+    result.targets = [Target("fan-out, corral / bare websockets", ratio, 0.8, "×", True)]
     p = result.params
     table(
         f"fan-out — {p['users']} users × {p['sockets_per_user']} sockets, echo {p['steps']} "
