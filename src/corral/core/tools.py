@@ -105,7 +105,8 @@ class UnifiedToolExecutionEngine:
         timeout_s = spec.timeout_s if spec.timeout_s is not None else self._default_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                raw = await spec.func(**dict(params))
+                # The validated fields (extra arguments are refused: __dict__ holds no more).
+                raw = await spec.func(**params.__dict__)
         except TimeoutError:
             return (
                 "timeout",
