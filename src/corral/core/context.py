@@ -59,6 +59,23 @@ PLACEHOLDER_IDS = frozenset(
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+def _any_case(word: str) -> str:
+    return "".join(
+        f"[{c.lower()}{c.upper()}]" if c.isalpha() else ("\\" + c if c in ".^$*+?()[]{}|\\" else c)
+        for c in word
+    )
+
+
+# validate_id's rules as a JSON Schema (ECMA-262) pattern, for API documents: not a placeholder
+# (in any letter case), no surrounding white space, no control characters. (The NFKC fold of
+# placeholders cannot be written as a pattern; validate_id still applies it.)
+ID_JSON_PATTERN = (
+    "^(?!(?:"
+    + "|".join(_any_case(w) for w in sorted(PLACEHOLDER_IDS))
+    + ")$)(?=\\S)(?=[\\s\\S]*\\S$)[^\\x00-\\x1f\\x7f-\\x9f]{1,128}$"
+)
+
+
 def new_id(prefix: str) -> str:
     """An unguessable id: ``prefix`` + 128 random bits in URL-safe base64."""
     return f"{prefix}_{secrets.token_urlsafe(16)}"

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from corral.core.admission import Limits
-from corral.core.context import MAX_ID_LENGTH, new_id, validate_id
+from corral.core.context import ID_JSON_PATTERN, MAX_ID_LENGTH, new_id, validate_id
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.errors import (
     NOT_FOUND_RUN,
@@ -46,7 +46,12 @@ class RunRequest(BaseModel):
 
     agent: str = Field(min_length=1, max_length=64)
     input: dict[str, JsonValue]
-    thread_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    thread_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        json_schema_extra={"pattern": ID_JSON_PATTERN},
+    )
     multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     # Strict: "10" or true is not a number of seconds.
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, strict=True)

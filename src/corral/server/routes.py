@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from corral.core.context import ID_JSON_PATTERN
 from corral.core.events import dumps
 from corral.errors import InvalidRequest, NotFound
 from corral.runs.service import RunRequest
@@ -18,9 +20,9 @@ from corral.server.auth import issue_token
 from corral.server.errors import invalid_field, validation_error
 from corral.server.params import Body, int_param, read_body, str_param
 from corral.server.runtime import runtime_of
-from corral.server.schemas import AgentInfo, ErrorBody, EventList, RunList, RunObject
+from corral.server.schemas import AgentList, ErrorBody, EventList, RunList, RunObject
 from corral.server.sse import stream_run
-from corral.store.records import decode_row_cursor
+from corral.store.records import ROW_CURSOR_PATTERN, decode_row_cursor
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 
@@ -35,7 +37,14 @@ RUN_ID = str_param("run_id", "path", max_length=160, description="A run id of yo
 AFTER = int_param("after", "query", default=0, description="Only events with a greater seq")
 EVENTS_LIMIT = int_param("limit", "query", ge=1, le=10_000, default=1000)
 RUNS_LIMIT = int_param("limit", "query", ge=1, le=200, default=50)
-CURSOR = str_param("cursor", "query", description="`next_cursor` of the previous page")
+CURSOR = str_param(
+    "cursor",
+    "query",
+    max_length=10,
+    pattern=ROW_CURSOR_PATTERN,
+    rule="a next_cursor this server gave out, passed unchanged",
+    description="`next_cursor` of the previous page",
+)
 THREAD_FILTER = str_param("thread_id", "query", max_length=160, description="One thread only")
 STATUS_FILTER = str_param("status", "query", max_length=16, choices=RUN_STATUSES)
 STREAM_AFTER = int_param("after", "query", description="Resume after this seq")
@@ -163,8 +172,27 @@ async def metrics(request: Request) -> Response:
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+# A development user name: letters, digits and a few marks — what a person types in the page —
+# and not a placeholder. The same rule is the schema's pattern, so no request the schema allows
+# is refused (validate_id applies on top, and agrees for these characters).
+DEV_USER_PATTERN = ID_JSON_PATTERN.replace(
+    "(?=\\S)(?=[\\s\\S]*\\S$)[^\\x00-\\x1f\\x7f-\\x9f]{1,128}$",
+    "[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
+)
+_DEV_USER = re.compile(DEV_USER_PATTERN)
+
+
 class DevTokenRequest(BaseModel):
-    user: str = Field(min_length=1, max_length=128)
+    user: str = Field(min_length=1, max_length=128, json_schema_extra={"pattern": DEV_USER_PATTERN})
+
+    @field_validator("user")
+    @classmethod
+    def _simple_name(cls, value: str) -> str:
+        if not _DEV_USER.fullmatch(value):
+            raise ValueError(
+                "a development user name is letters, digits and . _ @ + - (not a placeholder)"
+            )
+        return value
 
 
 class DevToken(BaseModel):
@@ -226,7 +254,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The agents you may run",
         "agents",
         MappingProxyType(
-            {200: Answer("agents and their input schemas", AgentInfo), **_errors(401, 503)}
+            {200: Answer("agents and their input schemas", AgentList), **_errors(401, 503)}
         ),
     ),
     Operation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, RootModel
 
 
 class ErrorDetail(BaseModel):
@@ -35,6 +35,10 @@ class AgentInfo(BaseModel):
     name: str
     description: str
     input_schema: dict[str, Any]
+
+
+class AgentList(RootModel[list[AgentInfo]]):
+    """``GET /v1/agents``: the agents the caller may run."""
 
 
 class RunError(BaseModel):

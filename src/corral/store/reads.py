@@ -5,7 +5,7 @@ from __future__ import annotations
 from corral.core.events import RunStatus
 from corral.store import statements as S
 from corral.store.database import Database
-from corral.store.records import RunRecord, encode_cursor
+from corral.store.records import RunRecord, encode_row_cursor
 from corral.store.sql import Sql
 
 
@@ -63,7 +63,7 @@ class Reads:
         rows = await self.db.read(lambda sql: sql.all(query, params))
         records = [RunRecord.from_row(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return records, encode_cursor(records[-1].row_id) if more and records else None
+        return records, encode_row_cursor(records[-1].row_id) if more and records else None
 
     async def unfinished_runs_of_thread(self, user_id: str, thread_id: str) -> list[str]:
         if not _storable(thread_id):
