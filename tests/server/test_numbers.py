@@ -44,7 +44,8 @@ async def test_integer_query_parameters_past_the_stored_range_are_422(server) ->
             assert_422(await http.get(f"/v1/runs?limit={value}"), "query.limit")
             assert_422(await http.get(f"/v1/runs/{run_id}/events?limit={value}"), "query.limit")
         resp = await http.get(f"/v1/runs/{run_id}/events?after={MAX}")
-        assert resp.status_code == 200 and resp.json() == {"events": []}
+        assert resp.status_code == 200
+        assert resp.json() == {"events": []}
         async with http.stream("GET", f"/v1/runs/{run_id}/stream?after={MAX}") as stream:
             assert stream.status_code == 200
             assert await stream.aread() == b""  # resumed past the end of a finished run
