@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from corral.auth.identity import Identity
 from corral.core.context import UserExecutionContext
 from corral.core.events import (
     Event,
@@ -24,12 +25,23 @@ from corral.core.events import (
     terminal_status,
 )
 from corral.core.registry import AgentRegistry, AgentSpec
+from corral.core.secrets import SecretRedactor, StreamRedactor, redacting
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
-from corral.errors import AgentFailed, IllegalTransition, ToolCallError, UnknownAgentError
+from corral.errors import (
+    AgentFailed,
+    IllegalTransition,
+    OwnershipError,
+    RunError,
+    ToolCallError,
+    UnknownAgentError,
+)
 
 log = logging.getLogger("corral.engine")
 
 DEFAULT_HISTORY_LIMIT = 256
+# ``agent_update`` kinds whose ``text`` is one stream of deltas (contract §12): a secret split
+# across consecutive deltas is masked by one StreamRedactor per stream.
+DELTA_KINDS = frozenset({"text_delta", "answer_delta"})
 
 
 class EventSink(Protocol):
@@ -45,6 +57,9 @@ class EventSink(Protocol):
 
 ThreadHistory = Callable[[UserExecutionContext], Awaitable[list[dict[str, Any]]]]
 """Loads the earlier runs of a context's thread (owner-scoped), oldest first."""
+
+SecretSource = Callable[[Identity, str], Awaitable[str | None]]
+"""Resolves one per-user secret for an identity (``--secrets``: ``SecretResolver.resolve``)."""
 
 
 class EngineState(enum.Enum):
@@ -63,7 +78,8 @@ class RunOutcome:
 class RunContext:
     """What an agent function receives: its identity, event helpers, tools and deadline.
 
-    Everything reachable from here belongs to the one run it was made for.
+    Everything reachable from here belongs to the one run it was made for. A tool that
+    declares a parameter annotated ``corral.RunContext`` receives the same object.
     """
 
     __slots__ = ("_engine", "context", "tools")
@@ -84,6 +100,25 @@ class RunContext:
     @property
     def run_id(self) -> str:
         return self.context.run_id
+
+    @property
+    def identity(self) -> Identity:
+        """Who the run acts for: user id, roles and claims, as the authenticator established
+        them when the run was started (read-only; the same on any worker). Claims are never
+        written into events."""
+        return self._engine.identity
+
+    async def secret(self, name: str) -> str | None:
+        """The per-user secret ``name`` of the run's user, from the ``--secrets`` resolver;
+        None when the user has none or no resolver is configured.
+
+        The value is the real one; from now on every occurrence of it in this run's events,
+        output, error messages and log lines is ``[REDACTED]``. Raises
+        :class:`~corral.errors.SecretUnavailable` when the resolver fails (left uncaught, the
+        run ends with ``agent_error`` of type ``secret_unavailable``). Cancelling it cancels
+        the resolver call.
+        """
+        return await self._engine.secret(name)
 
     @property
     def deadline(self) -> float | None:
@@ -130,6 +165,11 @@ class IsolatedExecutionEngine:
     ``run`` emits ``agent_started``, runs the agent, and ends with exactly one terminal event.
     ``cancel`` may be called from any task at any time and is idempotent. The engine keeps a
     bounded history of its own events (``history``) and shares no mutable object with others.
+
+    ``identity`` is who the run acts for (its ``user_id`` must be the context's); ``secrets``
+    resolves ``ctx.secret(name)``. Every event is masked by the run's own
+    :class:`~corral.core.secrets.SecretRedactor` (``redactor``) as it is emitted — the one
+    place all of a run's events pass — so no resolved value is stored or sent.
     """
 
     def __init__(
@@ -143,9 +183,17 @@ class IsolatedExecutionEngine:
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         history_loader: ThreadHistory | None = None,
+        identity: Identity | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
+        if identity is not None and identity.user_id != context.user_id:
+            raise OwnershipError(context.user_id, identity.user_id, "the identity of a run")
         self.context = context
         self.history_loader = history_loader
+        self._identity = identity
+        self._secrets = secrets
+        self.redactor = SecretRedactor()
+        self._stream: tuple[str, StreamRedactor] | None = None  # the open delta stream
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
@@ -160,10 +208,28 @@ class IsolatedExecutionEngine:
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
         self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+        self.run_context = RunContext(self)
+        self.tools.run_context = self.run_context
 
     @property
     def state(self) -> EngineState:
         return self._state
+
+    @property
+    def identity(self) -> Identity:
+        """The run's identity; without one given, the context's user with no roles or claims."""
+        if self._identity is None:
+            self._identity = Identity(self.context.user_id)
+        return self._identity
+
+    async def secret(self, name: str) -> str | None:
+        """See :meth:`RunContext.secret`: the value is masked before this returns it."""
+        if self._secrets is None:
+            return None
+        value = await self._secrets(self.identity, name)
+        if value is not None:
+            self.redactor.add(value)
+        return value
 
     @property
     def last_seq(self) -> int:
@@ -172,11 +238,54 @@ class IsolatedExecutionEngine:
     # -- events -------------------------------------------------------------------------------
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
-        """Number and hand one event to the sink (lifecycle rules of contract §4 enforced).
+        """Mask, number and hand one event to the sink (lifecycle rules of contract §4).
 
         Synchronous up to the sink's acceptance, so events keep the order of the calls even
-        when several tasks of one agent emit at once.
+        when several tasks of one agent emit at once. Once the run resolved a secret, its
+        values are masked in ``data``; text deltas go through the open stream's redactor,
+        which may hold back the end of a delta that could begin a secret — it goes out with
+        the next delta, or as a delta of its own before the next other event. A delta left
+        with no text to send emits nothing.
         """
+        if not self.redactor and self._stream is None:
+            return self._emit(type_, data)
+        return self._emit_masked(type_, data)
+
+    def _emit_masked(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
+        kind, text = data.get("kind"), data.get("text")
+        delta = (
+            type_ is EventType.AGENT_UPDATE
+            and isinstance(kind, str)
+            and kind in DELTA_KINDS
+            and isinstance(text, str)
+        )
+        flushed: Awaitable[None] | None = None
+        if self._stream is not None and not (delta and kind == self._stream[0]):
+            flushed = self._close_stream()
+        if delta and isinstance(kind, str) and isinstance(text, str):  # (narrowed for mypy)
+            if self._stream is None:
+                self._stream = (kind, self.redactor.stream())
+            out = self._stream[1].feed(text)
+            others = {k: v for k, v in data.items() if k != "text"}
+            if not out and set(others) == {"kind"}:
+                return flushed if flushed is not None else _nothing()
+            masked = {**self.redactor.redact(others), "text": out}
+        else:
+            masked = self.redactor.redact(data)
+        emitted = self._emit(type_, masked)
+        return emitted if flushed is None else _in_order(flushed, emitted)
+
+    def _close_stream(self) -> Awaitable[None] | None:
+        """End the open delta stream: emit what its redactor still holds, if anything."""
+        if self._stream is None:
+            return None
+        kind, stream = self._stream
+        self._stream = None
+        rest = stream.flush()
+        return self._emit(EventType.AGENT_UPDATE, {"kind": kind, "text": rest}) if rest else None
+
+    def _emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
+        """Number and hand ``data`` (already masked) to the sink."""
         if self._terminal_sent:
             raise IllegalTransition("run events", "no event after the terminal one", type_.value)
         if self._seq == 0 and type_ is not EventType.AGENT_STARTED and not type_.terminal:
@@ -263,7 +372,9 @@ class IsolatedExecutionEngine:
         return await self._settle(started)
 
     async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
-        return await spec.func(RunContext(self), parsed)
+        # Log lines of the agent's task (and of tasks it starts) are masked like its events.
+        with redacting(self.redactor):
+            return await spec.func(self.run_context, parsed)
 
     async def _stop_agent(self) -> None:
         task = self._agent_task
@@ -285,18 +396,22 @@ class IsolatedExecutionEngine:
         exc = task.exception()
         if exc is None:
             try:
-                output = redact(plain_json(task.result()))
+                output = self.redactor.redact(redact(plain_json(task.result())))
             except TypeError as err:
                 return await self._fail_with(
                     "invalid_output", f"the agent's output is {err}", started
                 )
             duration = _ms(started)
-            await self.emit(EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration})
+            await self._emit_final(
+                EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
+            )
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
         if isinstance(exc, AgentFailed):
             return await self._fail_with(exc.error_type, exc.message, started)
         if isinstance(exc, ToolCallError):
             return await self._fail_with("tool_error", str(exc), started)
+        if isinstance(exc, RunError):  # SecretUnavailable and the like: their own type
+            return await self._fail_with(exc.error_type, str(exc), started)
         log.warning(
             "agent raised %s",
             type(exc).__name__,
@@ -305,9 +420,28 @@ class IsolatedExecutionEngine:
         return await self._fail_with("agent_error", f"{type(exc).__name__}: {exc}", started)
 
     async def _fail_with(self, type_: str, message: str, started: float) -> RunOutcome:
-        error = {"type": type_, "message": redact_text(message)[:2000]}
-        await self.emit(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
+        # Masked before it is cut: a cut could leave a secret's head that no longer matches.
+        error = {"type": type_, "message": self.redactor.redact_text(redact_text(message))[:2000]}
+        await self._emit_final(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
         return RunOutcome(terminal_status(EventType.AGENT_ERROR, {"error": error}), error=error)
+
+    async def _emit_final(self, type_: EventType, data: dict[str, Any]) -> None:
+        """Emit a terminal event whose ``data`` is masked already (the outcome returns the
+        same values), after what an open delta stream still holds."""
+        flushed = self._close_stream()
+        emitted = self._emit(type_, data)
+        if flushed is not None:
+            await flushed
+        await emitted
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _in_order(first: Awaitable[None], second: Awaitable[None]) -> None:
+    await first
+    await second
 
 
 def _ms(started: float) -> float:

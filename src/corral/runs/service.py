@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
+from corral.auth.identity import Identity
 from corral.core.admission import Limits
 from corral.core.context import MAX_ID_LENGTH, new_id, validate_id
 from corral.core.registry import AgentRegistry, AgentSpec
@@ -80,20 +81,34 @@ class RunService:
 
     # -- starting -------------------------------------------------------------------------------
 
-    def agent(self, name: str) -> AgentSpec:
+    def agent(self, name: str, identity: Identity) -> AgentSpec:
+        """The agent ``name`` as ``identity`` sees it: :class:`NotFound` for an unknown agent
+        and, in the very same words, for one gated by roles the user does not hold."""
         try:
-            return self.registry.get_agent(name)
+            spec = self.registry.get_agent(name)
         except UnknownAgentError:
-            raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them") from None
+            spec = None
+        if spec is None or not spec.visible_to(identity.roles):
+            raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them")
+        return spec
+
+    def agents(self, identity: Identity) -> list[AgentSpec]:
+        """The agents ``identity`` may see and start (role-gated ones only with a role)."""
+        return self.registry.agents_for(identity.roles)
 
     async def start(
-        self, user_id: str, request: RunRequest, idempotency_key: str | None = None
+        self, identity: Identity, request: RunRequest, idempotency_key: str | None = None
     ) -> tuple[RunRecord, bool]:
-        """Validate, store and queue one run. Returns (run, created): created is False when
-        an idempotency key's retry returned the earlier run."""
+        """Validate, store and queue one run for ``identity``. Returns (run, created): created
+        is False when an idempotency key's retry returned the earlier run.
+
+        The identity (roles, claims) is stored with the run, so the worker that executes it —
+        on any node — gives the agent the same ``ctx.identity``.
+        """
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down; retry on another node")
-        spec = self.agent(request.agent)
+        user_id = identity.user_id
+        spec = self.agent(request.agent, identity)
         try:
             spec.input_model.model_validate(request.input)
         except ValidationError as exc:
@@ -131,6 +146,7 @@ class RunService:
             timeout_s=request.timeout_s,
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
+            identity=identity.to_dict(),
         )
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:
