@@ -86,7 +86,9 @@ def authenticator_from(settings: Settings) -> Authenticator:
         return JwtAuthenticator.with_public_key(key, _policy(settings, algorithms))
     if settings.jwt_jwks_url:
         policy = _policy(settings, explicit or DEFAULT_KEY_ALGORITHMS)
-        return JwtAuthenticator.with_jwks(settings.jwt_jwks_url, policy)
+        return JwtAuthenticator.with_jwks(
+            settings.jwt_jwks_url, policy, refetch_interval_s=settings.jwt_jwks_refetch_s
+        )
     policy = _policy(settings, explicit or DEFAULT_SECRET_ALGORITHMS)
     return JwtAuthenticator.with_secret(load_secret(settings), policy)
 
