@@ -14,6 +14,7 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from support_auth import _b64, forge, jwk, public_pem
 
+MODES = ("secret", "jwks", "hook")  # HS256 secret, RS256 tokens of a JWKS, a hook module
 ISSUER = "https://idp.test"
 AUDIENCE = "corral-tests"
 
@@ -350,3 +352,6 @@ def unavailable(response: httpx.Response) -> bool:
         and bool(body["error"].get("message"))
         and "retry-after" in response.headers
     )
+
+
+StartSigned = Callable[..., Awaitable[SignedServer]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,15 @@ import pytest
 from conftest import StartServer
 from corral.core.registry import AgentRegistry
 from support_auth import JwksServer
-from support_identity import HOOK_SOURCE, SignedServer, Signer, jwks_settings, write_module
-
-StartSigned = Callable[..., Awaitable[SignedServer]]
-MODES = ("secret", "jwks", "hook")
+from support_identity import (
+    HOOK_SOURCE,
+    MODES,
+    SignedServer,
+    Signer,
+    StartSigned,
+    jwks_settings,
+    write_module,
+)
 
 
 @pytest.fixture
@@ -43,7 +48,7 @@ async def start_signed(start_server: StartServer, tmp_path: Path) -> AsyncIterat
             name = write_module(tmp_path, HOOK_SOURCE, "team_hook")
             modules.append(name)
             settings["auth"] = f"{name}:{overrides.pop('hook', 'authenticate')}"
-        live = await start_server(registry, **settings, **overrides)
+        live = await start_server(registry, **{**settings, **overrides})
         return SignedServer(live.url, signer, live)
 
     yield start
