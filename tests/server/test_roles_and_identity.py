@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +22,7 @@ from pydantic import BaseModel
 
 from corral import AgentRegistry, RunContext
 from corral.agents import echo
-from support_identity import MODES, StartSigned
+from support_identity import MODES, StartSigned, write_module
 
 TERMINAL = {"agent_completed", "agent_error", "agent_cancelled"}
 TIMEOUT = 10.0
@@ -169,3 +171,42 @@ async def test_ctx_identity_reaches_the_agent_and_its_claims_never_reach_an_even
     }
     for text in (streamed, stored, orjson.dumps(final).decode()):
         assert team not in text
+
+
+ODD_HOOK = """
+import corral
+
+
+class Opaque:
+    pass
+
+
+async def authenticate(request):
+    if request.token == "odd-token":
+        return corral.Identity("odd", roles={"analyst"}, claims={"obj": Opaque(), "n": 1})
+    return None
+"""
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_hook_identity_whose_claims_are_not_json_still_runs_without_them(
+    start_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims that cannot be stored (a Python object) are dropped with a log line; the run is
+    stored and runs with the user and roles."""
+    module = write_module(tmp_path, ODD_HOOK, "odd_hook")
+    try:
+        server = await start_server(identity_registry(), auth=f"{module}:authenticate")
+        headers = {"Authorization": "Bearer odd-token"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+            run = await http.post("/v1/runs", json={"agent": "whoami", "input": {}})
+            assert run.status_code == 202, run.text
+            final, _ = await finish(http, run.json()["run_id"])
+    finally:
+        sys.modules.pop(module, None)
+        sys.path.remove(str(tmp_path))
+    assert final["status"] == "succeeded", final
+    assert final["output"]["user_id"] == "odd"
+    assert final["output"]["roles"] == ["analyst"]
+    assert final["output"]["team_sha256"] is None
+    assert "claims are not JSON" in caplog.text

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from corral.auth.identity import Identity
 from corral.core.admission import Limits
 from corral.core.context import MAX_ID_LENGTH, new_id, validate_id
+from corral.core.events import plain_json
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.errors import (
     NOT_FOUND_RUN,
@@ -146,7 +147,7 @@ class RunService:
             timeout_s=request.timeout_s,
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
-            identity=identity.to_dict(),
+            identity=_storable(identity),
         )
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:
@@ -198,6 +199,22 @@ class RunService:
             await self.queue.wait_settled(run_id, CANCEL_WAIT_S)
             record = await self.reads.get_run(user_id, run_id) or record
         return record
+
+
+def _storable(identity: Identity) -> dict[str, Any]:
+    """The identity as stored with the run (plain JSON); claims a hook gave that are not JSON
+    are dropped with a log line, so the run still carries its user and roles to any worker."""
+    doc = identity.to_dict()
+    try:
+        stored: dict[str, Any] = plain_json(doc)
+    except TypeError as exc:
+        log.error(
+            "the identity's claims are not JSON (%s); the run is stored without them",
+            exc,
+            extra={"user_id": identity.user_id},
+        )
+        stored = {**doc, "claims": {}}
+    return stored
 
 
 __all__ = ["IDEMPOTENCY_CONFLICT", "RunRequest", "RunService"]
