@@ -24,8 +24,9 @@ from corral.core.events import (
     redact_text,
     terminal_status,
 )
+from corral.core.masking import Emission, EventMasker
 from corral.core.registry import AgentRegistry, AgentSpec
-from corral.core.secrets import SecretRedactor, StreamRedactor, redacting
+from corral.core.secrets import SecretRedactor, redacting
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
 from corral.errors import (
     AgentFailed,
@@ -39,9 +40,6 @@ from corral.errors import (
 log = logging.getLogger("corral.engine")
 
 DEFAULT_HISTORY_LIMIT = 256
-# ``agent_update`` kinds whose ``text`` is one stream of deltas (contract §12): a secret split
-# across consecutive deltas is masked by one StreamRedactor per stream.
-DELTA_KINDS = frozenset({"text_delta", "answer_delta"})
 
 
 class EventSink(Protocol):
@@ -167,9 +165,7 @@ class IsolatedExecutionEngine:
     bounded history of its own events (``history``) and shares no mutable object with others.
 
     ``identity`` is who the run acts for (its ``user_id`` must be the context's); ``secrets``
-    resolves ``ctx.secret(name)``. Every event is masked by the run's own
-    :class:`~corral.core.secrets.SecretRedactor` (``redactor``) as it is emitted — the one
-    place all of a run's events pass — so no resolved value is stored or sent.
+    resolves ``ctx.secret(name)``, whose values the run's ``redactor`` masks in every event.
     """
 
     def __init__(
@@ -193,7 +189,7 @@ class IsolatedExecutionEngine:
         self._identity = identity
         self._secrets = secrets
         self.redactor = SecretRedactor()
-        self._stream: tuple[str, StreamRedactor] | None = None  # the open delta stream
+        self._masker = EventMasker(self.redactor)
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
@@ -241,48 +237,20 @@ class IsolatedExecutionEngine:
         """Mask, number and hand one event to the sink (lifecycle rules of contract §4).
 
         Synchronous up to the sink's acceptance, so events keep the order of the calls even
-        when several tasks of one agent emit at once. Once the run resolved a secret, its
-        values are masked in ``data``; text deltas go through the open stream's redactor,
-        which may hold back the end of a delta that could begin a secret — it goes out with
-        the next delta, or as a delta of its own before the next other event. A delta left
-        with no text to send emits nothing.
+        when several tasks of one agent emit at once. Once the run resolved a secret, events
+        are masked (:class:`~corral.core.masking.EventMasker`): a text delta may then be held
+        back in part, or whole, until the next event.
         """
-        if not self.redactor and self._stream is None:
+        if not self._masker.active:
             return self._emit(type_, data)
-        return self._emit_masked(type_, data)
+        return self._emit_all(self._masker.mask(type_, data))
 
-    def _emit_masked(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
-        kind, text = data.get("kind"), data.get("text")
-        delta = (
-            type_ is EventType.AGENT_UPDATE
-            and isinstance(kind, str)
-            and kind in DELTA_KINDS
-            and isinstance(text, str)
-        )
-        flushed: Awaitable[None] | None = None
-        if self._stream is not None and not (delta and kind == self._stream[0]):
-            flushed = self._close_stream()
-        if delta and isinstance(kind, str) and isinstance(text, str):  # (narrowed for mypy)
-            if self._stream is None:
-                self._stream = (kind, self.redactor.stream())
-            out = self._stream[1].feed(text)
-            others = {k: v for k, v in data.items() if k != "text"}
-            if not out and set(others) == {"kind"}:
-                return flushed if flushed is not None else _nothing()
-            masked = {**self.redactor.redact(others), "text": out}
-        else:
-            masked = self.redactor.redact(data)
-        emitted = self._emit(type_, masked)
-        return emitted if flushed is None else _in_order(flushed, emitted)
-
-    def _close_stream(self) -> Awaitable[None] | None:
-        """End the open delta stream: emit what its redactor still holds, if anything."""
-        if self._stream is None:
-            return None
-        kind, stream = self._stream
-        self._stream = None
-        rest = stream.flush()
-        return self._emit(EventType.AGENT_UPDATE, {"kind": kind, "text": rest}) if rest else None
+    def _emit_all(self, emissions: list[Emission]) -> Awaitable[None]:
+        """Emit each of ``emissions`` now (their order is fixed here); await them in order."""
+        pending = [self._emit(type_, data) for type_, data in emissions]
+        if len(pending) == 1:
+            return pending[0]
+        return _in_order(pending)
 
     def _emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
         """Number and hand ``data`` (already masked) to the sink."""
@@ -428,20 +396,12 @@ class IsolatedExecutionEngine:
     async def _emit_final(self, type_: EventType, data: dict[str, Any]) -> None:
         """Emit a terminal event whose ``data`` is masked already (the outcome returns the
         same values), after what an open delta stream still holds."""
-        flushed = self._close_stream()
-        emitted = self._emit(type_, data)
-        if flushed is not None:
-            await flushed
-        await emitted
+        await self._emit_all([*self._masker.close(), (type_, data)])
 
 
-async def _nothing() -> None:
-    return None
-
-
-async def _in_order(first: Awaitable[None], second: Awaitable[None]) -> None:
-    await first
-    await second
+async def _in_order(pending: list[Awaitable[None]]) -> None:
+    for awaitable in pending:
+        await awaitable
 
 
 def _ms(started: float) -> float:
