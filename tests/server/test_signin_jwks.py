@@ -20,9 +20,13 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
+from corral import AuthRequest
+from corral.errors import AuthUnavailable
+from corral.server.app import create_app
+from corral.settings import Settings
 from support import ServerProcess, spawn_server
 from support_auth import JwksServer, jwk, sign
-from support_identity import Signer, jwks_env, unauthorized, unavailable
+from support_identity import Signer, jwks_env, jwks_settings, unauthorized, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -238,3 +242,25 @@ async def test_a_server_whose_jwks_never_answered_is_503_on_every_transport(
     first, code = await ws_answer(proc.url, token=signer.sign("alice"))
     assert (first["code"], code) == ("unavailable", 1013)
     assert jwks.requests >= 1
+
+
+async def test_the_apps_one_authenticator_is_closed_with_its_lifespan(
+    tmp_path: Path, jwks: JwksServer, signer: Signer
+) -> None:
+    """The lifespan makes one authenticator, which every front door shares; leaving the
+    lifespan closes it (its key set client too): it then answers 'unavailable'."""
+    jwks.document = signer.jwks_document()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}",
+        **jwks_settings(jwks.url),
+    )
+    app = create_app(settings)
+    request = AuthRequest(transport="http", token=signer.sign("alice"))
+    async with app.router.lifespan_context(app):
+        authenticator = app.state.runtime.signin.authenticator
+        identity = await authenticator.authenticate(request)
+        assert identity is not None
+        assert identity.user_id == "alice"
+    with pytest.raises(AuthUnavailable):
+        await authenticator.authenticate(request)
