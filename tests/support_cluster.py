@@ -90,9 +90,12 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    async def add_worker(self, **env: str) -> ServerProcess:
+    async def add_worker(self, *args: str, **env: str) -> ServerProcess:
+        """``corral worker ARGS`` (``--agents MODULE``...) as a child process, once ready."""
         full = {"CORRAL_DATABASE_URL": self.database_url, **self._env(env)}
-        proc, _line, output = await asyncio.to_thread(spawn, ["worker"], "corral worker ", **full)
+        proc, _line, output = await asyncio.to_thread(
+            spawn, ["worker", *args], "corral worker ", **full
+        )
         worker = ServerProcess(proc, "", self.data_dir, self.secret, output)
         self.workers.append(worker)
         return worker

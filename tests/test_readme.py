@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
+import websockets
 
 from support import spawn_server
 
@@ -75,3 +79,52 @@ def test_walkthrough_commands_work_as_written(tmp_path: Path, server_processes: 
     assert "'user_id': 'alice'" in out.stdout
     assert "tool_executing" in out.stdout
     assert "agent_completed" in out.stdout
+
+
+SESSIONS = """
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Session:
+    user_id: str
+    roles: list
+    expires_at: float
+
+
+async def load_session(session_id):
+    if session_id == "s-ann-42":
+        return Session("ann", ["finance"], time.time() + 600)
+    return None
+"""
+
+
+@pytest.mark.slow
+async def test_the_cookie_hook_example_signs_in_over_http_and_websocket(
+    tmp_path: Path, server_processes: list
+) -> None:
+    """The README's `myauth.py`, loaded by `corral serve --auth myauth:authenticate` next to
+    an app whose session store knows one cookie: that cookie signs in, any other is a 401."""
+    (tmp_path / "myauth.py").write_text(_block("## Use your own identity provider", "python"))
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "sessions.py").write_text(SESSIONS)
+    proc = await asyncio.to_thread(
+        spawn_server,
+        tmp_path / ".corral",
+        f"sqlite+aiosqlite:///{tmp_path}/.corral/corral.db",
+        "--auth",
+        "myauth:authenticate",
+        PYTHONPATH=str(tmp_path),
+    )
+    server_processes.append(proc)
+    cookie = {"Cookie": "session=s-ann-42"}
+    async with httpx.AsyncClient(base_url=proc.url) as http:
+        me = await http.get("/v1/me", headers=cookie)
+        assert me.json() == {"user_id": "ann", "roles": ["finance"]}
+        other = await http.get("/v1/me", headers={"Cookie": "session=s-nobody"})
+        assert other.status_code == 401
+        assert other.json()["error"]["code"] == "unauthorized"
+    async with websockets.connect(proc.ws_url, additional_headers=cookie) as ws:
+        assert orjson.loads(await ws.recv()) == {"type": "ready", "user_id": "ann"}

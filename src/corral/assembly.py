@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from corral.auth.factory import secret_resolver_from
 from corral.cluster.bus import RedisEventBus
 from corral.cluster.queue import ClusterRunQueue
 from corral.core.admission import Limits
@@ -133,7 +134,15 @@ async def open_parts(
             runs = await reads.thread_history(context.user_id, context.thread_id, context.run_id)
             return [r.to_api() for r in runs]
 
-        factory = ExecutionEngineFactory(registry, limits, history_loader=thread_history)
+        # --secrets: every engine resolves ctx.secret(name) through it (executing nodes only,
+        # but loaded everywhere so that a bad setting fails every process at start-up).
+        resolver = secret_resolver_from(settings)
+        factory = ExecutionEngineFactory(
+            registry,
+            limits,
+            history_loader=thread_history,
+            secrets=None if resolver is None else resolver.resolve,
+        )
         service = RunService(
             registry=registry, reads=reads, writer=writer, queue=queue, limits=limits
         )

@@ -159,11 +159,20 @@ def token(
     data_dir: Annotated[Path | None, typer.Option(help="Where the secret lives.")] = None,
 ) -> None:
     """Print a bearer token for USER, signed with this machine's server secret."""
+    from corral.auth.factory import dev_token_secret
     from corral.server.auth import issue_token
     from corral.settings import load_secret
 
     settings = _settings(data_dir=data_dir)
     with _configuration_errors():
+        if dev_token_secret(settings) is None:
+            # Still printed (it may be meant for another server), but said plainly.
+            typer.echo(
+                "corral: warning: these settings verify sign-ins with a hook, a public key, a "
+                "JWKS or without HS256; an HS256 token from `corral token` will not sign in "
+                "there",
+                err=True,
+            )
         secret = load_secret(settings)
         typer.echo(issue_token(secret, user, ttl_s=ttl, roles=tuple(role or ())))
 

@@ -1,4 +1,8 @@
-"""Logging set-up: text or JSON lines carrying user and run ids, never tokens or payloads."""
+"""Logging set-up: text or JSON lines carrying user and run ids, never tokens or payloads.
+
+Log lines written from a run's agent task (and the tasks it starts) have that run's resolved
+per-user secrets masked, like its events (:class:`SecretLogFilter`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 from corral.core.events import dumps
+from corral.core.secrets import CURRENT_REDACTOR
 
 _CONTEXT_FIELDS = ("user_id", "run_id", "request_id")
 
@@ -23,8 +28,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 doc[name] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exc"] = record.exc_text
         return dumps(doc).decode()
 
 
@@ -38,10 +45,33 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{' '.join(ids)}]" if ids else line
 
 
+class SecretLogFilter(logging.Filter):
+    """Masks the secrets the logging run resolved (``ctx.secret``) in the message, its
+    arguments and its traceback, before any formatter sees them (contract §2: a resolved value
+    never leaves the run). A line logged outside a run's tasks passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactor = CURRENT_REDACTOR.get()
+        if not redactor:
+            return True
+        record.msg = redactor.redact_text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # formatters print the masked exc_text instead
+        if record.exc_text:
+            record.exc_text = redactor.redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redactor.redact_text(record.stack_info)
+        return True
+
+
 def configure(level: str = "INFO", json: bool = False) -> None:
-    """Send corral's and uvicorn's logs to stderr in one format."""
+    """Send corral's and uvicorn's logs to stderr in one format, secrets of runs masked."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    handler.addFilter(SecretLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

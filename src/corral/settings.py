@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_user_claim: str = "sub"
+    # The least time between two fetches of the JWKS for unknown kids (contract §2: 30 s);
+    # internal, so tests can watch a rotation without waiting half a minute.
+    jwt_jwks_refetch_s: float = Field(30.0, gt=0)
     auth: str | None = None  # MODULE:ATTR of an authentication hook
     secrets: str | None = None  # MODULE:ATTR of a per-user secrets resolver
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

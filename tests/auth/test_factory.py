@@ -3,7 +3,10 @@ for, and a ConfigurationError for the settings that contradict each other."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -131,3 +134,33 @@ async def test_with_a_public_key_the_secret_signs_nothing_in(tmp_path: Path, key
     with pytest.raises(AuthRefused) as info:
         await auth.verify(issue_token(secret, "alice"))
     assert info.value.kind == "algorithm"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"CORRAL_JWT_JWKS_URL": "https://idp.example/jwks.json"}, {"CORRAL_AUTH": "m:authenticate"}],
+    ids=["jwks", "hook"],
+)
+def test_corral_token_warns_when_the_settings_would_not_accept_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`corral token` prints its HS256 token, and says on stderr that a server with these
+    settings would not accept it; in the default mode it says nothing."""
+
+    def run(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        return subprocess.run(
+            [sys.executable, "-m", "corral.cli", "token", "alice", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**clean, **extra},
+        )
+
+    warned = run(env)
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stdout.count(".") == 2  # a JWT
+    assert "will not sign in" in warned.stderr
+    quiet = run({})
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""

@@ -14,7 +14,7 @@ from corral import AuthRequest, Identity
 from corral.auth.jwt_authenticator import JwtAuthenticator
 from corral.auth.policy import JwtPolicy
 from corral.errors import AuthRefused, ConfigurationError
-from corral.server.auth import issue_token, verify_token
+from corral.server.auth import issue_token
 from support_auth import NOW, ManualClock, claims, forge, sign
 
 SECRET = "s" * 32 + "-a-test-secret"
@@ -300,18 +300,19 @@ async def test_roles_must_be_a_list_of_strings(roles: Any) -> None:
     )
 
 
-def test_verify_token_shares_the_checks_and_issue_token_round_trips() -> None:
-    """The front doors' verify_token accepts corral token's tokens and refuses the same
-    forms: a placeholder user after NFKC and a string exp."""
-    identity = verify_token(SECRET, issue_token(SECRET, "alice", roles=("admin",)))
+async def test_issue_token_round_trips_through_the_default_authenticator() -> None:
+    """What `corral token` prints signs in through the server's default HS256 authenticator,
+    which refuses the same forms: a placeholder user after NFKC and a string exp."""
+    auth = JwtAuthenticator.with_secret(SECRET)
+    identity = await auth.verify(issue_token(SECRET, "alice", roles=("admin",)))
     assert identity.user_id == "alice"
     assert identity.roles == {"admin"}
     assert isinstance(identity, Identity)
     with pytest.raises(AuthRefused) as info:
-        verify_token(SECRET, jwt.encode(claims("ｎｕｌｌ", now=time.time()), SECRET))
+        await auth.verify(jwt.encode(claims("ｎｕｌｌ", now=time.time()), SECRET))
     assert info.value.kind == "user"
     with pytest.raises(AuthRefused) as info:
-        verify_token(SECRET, forge({"alg": "HS256"}, {"sub": "bob", "exp": "9999999999"}, KEY))
+        await auth.verify(forge({"alg": "HS256"}, {"sub": "bob", "exp": "9999999999"}, KEY))
     assert info.value.kind == "claims"
 
 

@@ -2,24 +2,25 @@
 
 Owner → 2xx; another user → the very 404 a run that does not exist gets, byte for byte; every
 bad credential → 401 ``unauthorized``. The WebSocket gets the same rules in its own words.
+Every test here runs once per sign-in mode: the default HS256 secret, RS256 tokens checked
+against a JWKS served over real HTTP, and a hook module loaded by ``--auth``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import orjson
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
+
+from support_identity import SignedServer
 
 LONG = {"message": "slow", "steps": 100, "delay_ms": 10_000}  # runs until cancelled
 TERMINAL_EVENTS = {"agent_completed", "agent_error", "agent_cancelled"}
@@ -54,51 +55,13 @@ RUN_ROUTES = [e for e in ENDPOINTS if e.target]
 OWNER_STATUS = {"POST /v1/runs": 202, "POST /v1/runs/{run}/cancel": 202}
 
 
-# -- credentials ------------------------------------------------------------------------------
+# -- the server, in every sign-in mode -------------------------------------------------------
 
 
-def _b64url(doc: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
-
-
-def _claims(user: str, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    return {"sub": user, "iat": now, "exp": now + 3600, **overrides}
-
-
-def bad_tokens(secret: str, user: str) -> dict[str, str]:
-    """Tokens that must be refused, by what is wrong with them (all name ``user``)."""
-    now = int(time.time())
-    return {
-        "expired beyond the leeway": jwt.encode(
-            _claims(user, iat=now - 3600, exp=now - 120), secret, algorithm="HS256"
-        ),
-        "signed with another secret": jwt.encode(
-            _claims(user), secrets.token_hex(32), algorithm="HS256"
-        ),
-        "alg none": f"{_b64url({'alg': 'none', 'typ': 'JWT'})}.{_b64url(_claims(user))}.",
-        "no exp": jwt.encode({"sub": user, "iat": now}, secret, algorithm="HS256"),
-        "no sub": jwt.encode({"iat": now, "exp": now + 3600}, secret, algorithm="HS256"),
-        "HS512 with the right secret": jwt.encode(_claims(user), secret, algorithm="HS512"),
-        "not a JWT": "not.a.jwt",
-    }
-
-
-def bad_authorizations(secret: str, user: str) -> dict[str, str | None]:
-    """Authorization header values that must get 401 (None: no header at all)."""
-    headers: dict[str, str | None] = {
-        f"token {kind}": f"Bearer {token}" for kind, token in bad_tokens(secret, user).items()
-    }
-    headers.update(
-        {
-            "no Authorization header": None,
-            "'Bearer' alone": "Bearer",
-            "two words after Bearer": "Bearer abc def",
-            "Basic scheme": "Basic xyz",
-            "token without a scheme": jwt.encode(_claims(user), secret, algorithm="HS256"),
-        }
-    )
-    return headers
+@pytest.fixture
+def server(signed_server: SignedServer) -> SignedServer:
+    """The same server for every test here, once per mode: HS256, JWKS and hook."""
+    return signed_server
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -176,7 +139,7 @@ async def test_http_matrix_owner_2xx_other_user_404_bad_credentials_401(server) 
         wrong: list[str] = []
 
         async with httpx.AsyncClient(base_url=server.url) as anon:
-            for kind, header in bad_authorizations(server.secret, "alice").items():
+            for kind, header in server.bad_authorizations("alice").items():
                 headers = {} if header is None else {"Authorization": header}
                 for endpoint in ENDPOINTS:
                     resp = await call(anon, endpoint, runs, headers=headers)
@@ -223,16 +186,15 @@ async def test_http_matrix_owner_2xx_other_user_404_bad_credentials_401(server) 
 # Authentication happens before any database access: one database is enough for this test.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_token_expired_within_the_leeway_or_with_roles_is_accepted(server) -> None:
-    """A token that expired 10 s ago is still accepted (≤ 30 s leeway), 60 s ago it is not;
-    a token with a roles claim is an ordinary token of its user."""
+    """A credential that expired 10 s ago is still accepted (≤ 30 s leeway), 60 s ago it is
+    not; one with roles is an ordinary credential of its user."""
     now = int(time.time())
     cases = {
-        "expired 10 s ago": (_claims("alice", iat=now - 3600, exp=now - 10), 200),
-        "expired 60 s ago": (_claims("alice", iat=now - 3600, exp=now - 60), 401),
-        "with roles": (_claims("alice", roles=["admin"]), 200),
+        "expired 10 s ago": (server.token("alice", exp=now - 10), 200),
+        "expired 60 s ago": (server.token("alice", exp=now - 60), 401),
+        "with roles": (server.token("alice", roles=["admin"]), 200),
     }
-    for what, (claims, status) in cases.items():
-        token = jwt.encode(claims, server.secret, algorithm="HS256")
+    for what, (token, status) in cases.items():
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
             assert (await http.get("/v1/agents")).status_code == status, what
@@ -292,7 +254,7 @@ async def test_websocket_bad_token_gets_an_error_then_close_1008(server) -> None
     """A bad token in the upgrade header, or in the first `auth` message (or a first message
     that is not `auth`), gets {"type": "error", "code": "unauthorized"} and close 1008."""
     refused: list[tuple[str, dict[str, Any]]] = []
-    for kind, token in bad_tokens(server.secret, "alice").items():
+    for kind, token in server.bad_tokens("alice").items():
         headers = {"Authorization": f"Bearer {token}"}
         async with websockets.connect(server.ws_url, additional_headers=headers) as ws:
             refused.append((f"header: {kind}", await expect_refused(ws)))

@@ -86,9 +86,24 @@ def authenticator_from(settings: Settings) -> Authenticator:
         return JwtAuthenticator.with_public_key(key, _policy(settings, algorithms))
     if settings.jwt_jwks_url:
         policy = _policy(settings, explicit or DEFAULT_KEY_ALGORITHMS)
-        return JwtAuthenticator.with_jwks(settings.jwt_jwks_url, policy)
+        return JwtAuthenticator.with_jwks(
+            settings.jwt_jwks_url, policy, refetch_interval_s=settings.jwt_jwks_refetch_s
+        )
     policy = _policy(settings, explicit or DEFAULT_SECRET_ALGORITHMS)
     return JwtAuthenticator.with_secret(load_secret(settings), policy)
+
+
+def dev_token_secret(settings: Settings) -> str | None:
+    """The HS256 secret that development tokens (``POST /v1/dev/token``, ``corral token``)
+    are signed with, when the server verifies with it; else None.
+
+    None with a hook, a PEM key or a JWKS (an HS256 token could never verify there), and when
+    ``CORRAL_JWT_ALGORITHMS`` leaves HS256 out. Reads (or makes once) the secret file.
+    """
+    if settings.auth or settings.jwt_public_key is not None or settings.jwt_jwks_url:
+        return None
+    algorithms = parse_algorithms(settings.jwt_algorithms) or DEFAULT_SECRET_ALGORITHMS
+    return load_secret(settings) if "HS256" in algorithms else None
 
 
 def secret_resolver_from(settings: Settings) -> SecretResolver | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections import OrderedDict, deque
@@ -225,6 +226,18 @@ class Connection:
             self._wake()
             self._signal_drained()
             self.closed.set()
+
+    async def close_when_sent(self, code: int, reason: str, timeout_s: float) -> None:
+        """Close with ``code`` once everything queued now is written (a last error message),
+        or after ``timeout_s`` if the peer does not read it; then as :meth:`close`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self.state is ConnectionState.OPEN and self._queue:
+                    if self._drained is None:
+                        self._drained = asyncio.Event()
+                    self._drained.clear()
+                    await self._drained.wait()
+        await self.close(code, reason)
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close with ``code`` (idempotent) and wait until the transport is closed."""

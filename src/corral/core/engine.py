@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from corral.auth.identity import Identity
 from corral.core.context import UserExecutionContext
 from corral.core.events import (
     Event,
@@ -23,9 +24,18 @@ from corral.core.events import (
     redact_text,
     terminal_status,
 )
+from corral.core.masking import Emission, EventMasker
 from corral.core.registry import AgentRegistry, AgentSpec
+from corral.core.secrets import SecretRedactor, redacting
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
-from corral.errors import AgentFailed, IllegalTransition, ToolCallError, UnknownAgentError
+from corral.errors import (
+    AgentFailed,
+    IllegalTransition,
+    OwnershipError,
+    RunError,
+    ToolCallError,
+    UnknownAgentError,
+)
 
 log = logging.getLogger("corral.engine")
 
@@ -46,6 +56,9 @@ class EventSink(Protocol):
 ThreadHistory = Callable[[UserExecutionContext], Awaitable[list[dict[str, Any]]]]
 """Loads the earlier runs of a context's thread (owner-scoped), oldest first."""
 
+SecretSource = Callable[[Identity, str], Awaitable[str | None]]
+"""Resolves one per-user secret for an identity (``--secrets``: ``SecretResolver.resolve``)."""
+
 
 class EngineState(enum.Enum):
     CREATED = "created"
@@ -63,7 +76,8 @@ class RunOutcome:
 class RunContext:
     """What an agent function receives: its identity, event helpers, tools and deadline.
 
-    Everything reachable from here belongs to the one run it was made for.
+    Everything reachable from here belongs to the one run it was made for. A tool that
+    declares a parameter annotated ``corral.RunContext`` receives the same object.
     """
 
     __slots__ = ("_engine", "context", "tools")
@@ -84,6 +98,25 @@ class RunContext:
     @property
     def run_id(self) -> str:
         return self.context.run_id
+
+    @property
+    def identity(self) -> Identity:
+        """Who the run acts for: user id, roles and claims, as the authenticator established
+        them when the run was started (read-only; the same on any worker). Claims are never
+        written into events."""
+        return self._engine.identity
+
+    async def secret(self, name: str) -> str | None:
+        """The per-user secret ``name`` of the run's user, from the ``--secrets`` resolver;
+        None when the user has none or no resolver is configured.
+
+        The value is the real one; from now on every occurrence of it in this run's events,
+        output, error messages and log lines is ``[REDACTED]``. Raises
+        :class:`~corral.errors.SecretUnavailable` when the resolver fails (left uncaught, the
+        run ends with ``agent_error`` of type ``secret_unavailable``). Cancelling it cancels
+        the resolver call.
+        """
+        return await self._engine.secret(name)
 
     @property
     def deadline(self) -> float | None:
@@ -130,6 +163,9 @@ class IsolatedExecutionEngine:
     ``run`` emits ``agent_started``, runs the agent, and ends with exactly one terminal event.
     ``cancel`` may be called from any task at any time and is idempotent. The engine keeps a
     bounded history of its own events (``history``) and shares no mutable object with others.
+
+    ``identity`` is who the run acts for (its ``user_id`` must be the context's); ``secrets``
+    resolves ``ctx.secret(name)``, whose values the run's ``redactor`` masks in every event.
     """
 
     def __init__(
@@ -143,9 +179,17 @@ class IsolatedExecutionEngine:
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         history_loader: ThreadHistory | None = None,
+        identity: Identity | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
+        if identity is not None and identity.user_id != context.user_id:
+            raise OwnershipError(context.user_id, identity.user_id, "the identity of a run")
         self.context = context
         self.history_loader = history_loader
+        self._identity = identity
+        self._secrets = secrets
+        self.redactor = SecretRedactor()
+        self._masker = EventMasker(self.redactor)
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
@@ -160,10 +204,28 @@ class IsolatedExecutionEngine:
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
         self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+        self.run_context = RunContext(self)
+        self.tools.run_context = self.run_context
 
     @property
     def state(self) -> EngineState:
         return self._state
+
+    @property
+    def identity(self) -> Identity:
+        """The run's identity; without one given, the context's user with no roles or claims."""
+        if self._identity is None:
+            self._identity = Identity(self.context.user_id)
+        return self._identity
+
+    async def secret(self, name: str) -> str | None:
+        """See :meth:`RunContext.secret`: the value is masked before this returns it."""
+        if self._secrets is None:
+            return None
+        value = await self._secrets(self.identity, name)
+        if value is not None:
+            self.redactor.add(value)
+        return value
 
     @property
     def last_seq(self) -> int:
@@ -172,11 +234,26 @@ class IsolatedExecutionEngine:
     # -- events -------------------------------------------------------------------------------
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
-        """Number and hand one event to the sink (lifecycle rules of contract §4 enforced).
+        """Mask, number and hand one event to the sink (lifecycle rules of contract §4).
 
         Synchronous up to the sink's acceptance, so events keep the order of the calls even
-        when several tasks of one agent emit at once.
+        when several tasks of one agent emit at once. Once the run resolved a secret, events
+        are masked (:class:`~corral.core.masking.EventMasker`): a text delta may then be held
+        back in part, or whole, until the next event.
         """
+        if not self._masker.active:
+            return self._emit(type_, data)
+        return self._emit_all(self._masker.mask(type_, data))
+
+    def _emit_all(self, emissions: list[Emission]) -> Awaitable[None]:
+        """Emit each of ``emissions`` now (their order is fixed here); await them in order."""
+        pending = [self._emit(type_, data) for type_, data in emissions]
+        if len(pending) == 1:
+            return pending[0]
+        return _in_order(pending)
+
+    def _emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
+        """Number and hand ``data`` (already masked) to the sink."""
         if self._terminal_sent:
             raise IllegalTransition("run events", "no event after the terminal one", type_.value)
         if self._seq == 0 and type_ is not EventType.AGENT_STARTED and not type_.terminal:
@@ -263,7 +340,9 @@ class IsolatedExecutionEngine:
         return await self._settle(started)
 
     async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
-        return await spec.func(RunContext(self), parsed)
+        # Log lines of the agent's task (and of tasks it starts) are masked like its events.
+        with redacting(self.redactor):
+            return await spec.func(self.run_context, parsed)
 
     async def _stop_agent(self) -> None:
         task = self._agent_task
@@ -285,18 +364,22 @@ class IsolatedExecutionEngine:
         exc = task.exception()
         if exc is None:
             try:
-                output = redact(plain_json(task.result()))
+                output = self.redactor.redact(redact(plain_json(task.result())))
             except TypeError as err:
                 return await self._fail_with(
                     "invalid_output", f"the agent's output is {err}", started
                 )
             duration = _ms(started)
-            await self.emit(EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration})
+            await self._emit_final(
+                EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
+            )
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
         if isinstance(exc, AgentFailed):
             return await self._fail_with(exc.error_type, exc.message, started)
         if isinstance(exc, ToolCallError):
             return await self._fail_with("tool_error", str(exc), started)
+        if isinstance(exc, RunError):  # SecretUnavailable and the like: their own type
+            return await self._fail_with(exc.error_type, str(exc), started)
         log.warning(
             "agent raised %s",
             type(exc).__name__,
@@ -305,9 +388,20 @@ class IsolatedExecutionEngine:
         return await self._fail_with("agent_error", f"{type(exc).__name__}: {exc}", started)
 
     async def _fail_with(self, type_: str, message: str, started: float) -> RunOutcome:
-        error = {"type": type_, "message": redact_text(message)[:2000]}
-        await self.emit(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
+        # Masked before it is cut: a cut could leave a secret's head that no longer matches.
+        error = {"type": type_, "message": self.redactor.redact_text(redact_text(message))[:2000]}
+        await self._emit_final(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
         return RunOutcome(terminal_status(EventType.AGENT_ERROR, {"error": error}), error=error)
+
+    async def _emit_final(self, type_: EventType, data: dict[str, Any]) -> None:
+        """Emit a terminal event whose ``data`` is masked already (the outcome returns the
+        same values), after what an open delta stream still holds."""
+        await self._emit_all([*self._masker.close(), (type_, data)])
+
+
+async def _in_order(pending: list[Awaitable[None]]) -> None:
+    for awaitable in pending:
+        await awaitable
 
 
 def _ms(started: float) -> float:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from corral.auth.identity import Identity
 from corral.core.admission import Limits, Scheduler, Ticket, TicketState
 from corral.core.context import UserExecutionContext
-from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadHistory
+from corral.core.engine import EventSink, IsolatedExecutionEngine, SecretSource, ThreadHistory
 from corral.core.registry import AgentRegistry
 from corral.errors import AdmissionError
 
@@ -75,7 +76,7 @@ class ExecutionEngineFactory:
     ``max_queued_per_user`` wait; the ``max_running_total`` slots go fairly — see
     :mod:`corral.core.admission`, the one place those rules are written. Runs of one thread
     execute one after another, in submission order. All methods run on the event loop's thread;
-    none of them blocks.
+    none of them blocks. ``secrets`` resolves every engine's ``ctx.secret(name)``.
     """
 
     def __init__(
@@ -85,11 +86,13 @@ class ExecutionEngineFactory:
         *,
         history_limit: int = 256,
         history_loader: ThreadHistory | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
         self._history_loader = history_loader
+        self._secrets = secrets
         self._scheduler = Scheduler(self.limits)
         self._leases: dict[str, _Lease] = {}  # run_id -> reservation
 
@@ -101,8 +104,13 @@ class ExecutionEngineFactory:
         sink: EventSink,
         *,
         timeout_s: float | None = None,
+        identity: Identity | None = None,
     ) -> IsolatedExecutionEngine:
-        """A new engine for ``context``'s run, admitted elsewhere (never reused)."""
+        """A new engine for ``context``'s run, admitted elsewhere (never reused).
+
+        ``identity`` is who the run acts for (``ctx.identity``); without one, the context's
+        user with no roles or claims.
+        """
         return IsolatedExecutionEngine(
             context,
             self.registry,
@@ -112,6 +120,8 @@ class ExecutionEngineFactory:
             tool_timeout_s=self.limits.tool_timeout_s,
             history_limit=self._history_limit,
             history_loader=self._history_loader,
+            identity=identity,
+            secrets=self._secrets,
         )
 
     def engine_for(
@@ -120,6 +130,7 @@ class ExecutionEngineFactory:
         sink: EventSink,
         *,
         timeout_s: float | None = None,
+        identity: Identity | None = None,
     ) -> EngineLease:
         """Reserve a place for ``context``'s run and return its lease (see :class:`EngineLease`).
 
@@ -130,7 +141,7 @@ class ExecutionEngineFactory:
             raise AdmissionError(f"run {context.run_id} is already active")
         ticket = Ticket(context.user_id, context.thread_id, context.run_id)
         self._scheduler.add(ticket)
-        engine = self.create_engine(context, sink, timeout_s=timeout_s)
+        engine = self.create_engine(context, sink, timeout_s=timeout_s, identity=identity)
         lease = _Lease(ticket, engine, asyncio.get_running_loop().create_future())
         self._leases[context.run_id] = lease
         self._pump()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -27,40 +27,89 @@ _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
+    """One agent. ``roles``: when not empty, the agent exists only for users holding at least
+    one of them (contract §2); everyone else is told there is no such agent."""
+
     name: str
     description: str
     input_model: type[BaseModel]
     func: AgentFunc
     timeout_s: float | None = None
+    roles: frozenset[str] = frozenset()
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()
 
+    def visible_to(self, roles: Iterable[str]) -> bool:
+        """Whether a user holding ``roles`` may see and start this agent."""
+        return not self.roles or not self.roles.isdisjoint(roles)
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
+    """One tool. ``context_param`` names the parameter annotated ``corral.RunContext``, if
+    any: the tool engine passes the run's context there, and it is not an argument."""
+
     name: str
     description: str
     params_model: type[BaseModel]
     func: ToolFunc
     timeout_s: float | None = None
+    context_param: str | None = None
 
     def parameters_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()
 
 
+def _is_run_context(annotation: object) -> bool:
+    from corral.core.engine import RunContext  # the engine imports this module
+
+    if annotation is RunContext:
+        return True
+    # ``RunContext | None`` (a tool that may also be called without one) counts too.
+    return RunContext in getattr(annotation, "__args__", ())
+
+
+def context_param_of(name: str, func: Callable[..., Any]) -> str | None:
+    """The parameter of ``func`` annotated ``corral.RunContext``, or None (at most one)."""
+    hints = inspect.get_annotations(func, eval_str=True)
+    found = [p for p, hint in hints.items() if p != "return" and _is_run_context(hint)]
+    if len(found) > 1:
+        raise RegistryError(
+            f"tool {name!r} declares {len(found)} RunContext parameters "
+            f"({', '.join(found)}); declare one"
+        )
+    return found[0] if found else None
+
+
 def params_model_for(name: str, func: Callable[..., Any]) -> type[BaseModel]:
-    """A pydantic model of ``func``'s keyword parameters; extra arguments are refused."""
+    """A pydantic model of ``func``'s keyword parameters; extra arguments are refused.
+
+    A parameter annotated ``corral.RunContext`` is left out: the tool engine injects it, so it
+    is neither in the schema a model sees nor an argument a caller may pass.
+    """
     fields: dict[str, Any] = {}
     hints = inspect.get_annotations(func, eval_str=True)
+    skip = context_param_of(name, func)
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise RegistryError(f"tool {name!r}: *args/**kwargs cannot be described as a schema")
+        if param.name == skip:
+            continue
         annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     model_name = "".join(part.capitalize() for part in re.split(r"[_\-]", name)) + "Args"
     return create_model(model_name, __config__=ConfigDict(extra="forbid", strict=False), **fields)
+
+
+def _roles(name: str, roles: Iterable[str]) -> frozenset[str]:
+    if isinstance(roles, str):
+        raise RegistryError(f"agent {name!r}: roles is a set of role names, e.g. {{{roles!r}}}")
+    result = frozenset(roles)
+    if not all(isinstance(r, str) and r for r in result):
+        raise RegistryError(f"agent {name!r}: every role must be a non-empty string")
+    return result
 
 
 class AgentRegistry:
@@ -99,7 +148,10 @@ class AgentRegistry:
         input_model: type[BaseModel],
         description: str = "",
         timeout_s: float | None = None,
+        roles: Iterable[str] = (),
     ) -> AgentSpec:
+        """Register ``func`` as agent ``name``; with ``roles``, only users holding at least
+        one of them see it (to anyone else it is absent: a 404 like an unknown agent)."""
         self._check_open("agent", name)
         if name in self._agents:
             raise RegistryError(f"an agent named {name!r} is already registered")
@@ -113,6 +165,7 @@ class AgentRegistry:
             input_model=input_model,
             func=func,
             timeout_s=timeout_s,
+            roles=_roles(name, roles),
         )
         self._agents[name] = spec
         return spec
@@ -137,6 +190,7 @@ class AgentRegistry:
             params_model=params_model_for(tool_name, func),
             func=func,
             timeout_s=timeout_s,
+            context_param=context_param_of(tool_name, func),
         )
         self._tools[tool_name] = spec
         return spec
@@ -148,8 +202,10 @@ class AgentRegistry:
         input_model: type[BaseModel],
         description: str = "",
         timeout_s: float | None = None,
+        roles: Iterable[str] = (),
     ) -> Callable[[F], F]:
-        """Decorator for ``async def f(ctx, input)``: ``@registry.agent("name", input_model=M)``."""
+        """Decorator for ``async def f(ctx, input)``: ``@registry.agent("name", input_model=M)``;
+        ``roles={"analyst"}`` gates it (see :meth:`add_agent`)."""
 
         def decorate(func: F) -> F:
             self.add_agent(
@@ -158,6 +214,7 @@ class AgentRegistry:
                 input_model=input_model,
                 description=description,
                 timeout_s=timeout_s,
+                roles=roles,
             )
             return func
 
@@ -198,6 +255,7 @@ class AgentRegistry:
                 input_model=spec.input_model,
                 description=spec.description,
                 timeout_s=spec.timeout_s,
+                roles=spec.roles,
             )
 
     def freeze(self) -> None:
@@ -227,6 +285,11 @@ class AgentRegistry:
 
     def agents(self) -> list[AgentSpec]:
         return sorted(self._agents.values(), key=lambda a: a.name)
+
+    def agents_for(self, roles: Iterable[str]) -> list[AgentSpec]:
+        """The agents a user holding ``roles`` may see, by name."""
+        held = frozenset(roles)
+        return [a for a in self.agents() if a.visible_to(held)]
 
     def tools(self) -> list[ToolSpec]:
         return sorted(self._tools.values(), key=lambda t: t.name)

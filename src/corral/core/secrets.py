@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -27,6 +28,13 @@ REDACTED = "[REDACTED]"
 # secret that short is guessed in a few thousand tries whatever corral does. Resolvers hand
 # out API keys, tokens and passwords, which are far longer.
 MIN_SECRET_CHARS = 4
+
+# The redactor of the run whose agent task is logging: log metadata (contract §2: a resolved
+# value never reaches a log line either). Set only through :func:`redacting`; tasks an agent
+# starts inherit it.
+CURRENT_REDACTOR: ContextVar[SecretRedactor | None] = ContextVar(
+    "corral_secret_redactor", default=None
+)
 
 
 def _variants(value: str) -> set[str]:
@@ -243,3 +251,14 @@ class StreamRedactor:
         # The held head that belongs to the last emitted [REDACTED] is a span of its own,
         # merged with every occurrence that overlaps or touches it.
         return merge_spans([(0, self._continued), *spans])
+
+
+@contextlib.contextmanager
+def redacting(redactor: SecretRedactor) -> Iterator[None]:
+    """Within the block (and the tasks it starts), log lines are masked with ``redactor``
+    by :class:`corral.logs.SecretLogFilter`; the previous value is restored on leaving."""
+    token = CURRENT_REDACTOR.set(redactor)
+    try:
+        yield
+    finally:
+        CURRENT_REDACTOR.reset(token)

@@ -1,4 +1,9 @@
-"""Tool calls for one run: validated, time-limited, redacted, always a complete event pair."""
+"""Tool calls for one run: validated, time-limited, always a complete event pair.
+
+Redaction applies to the events only: the caller (the agent) gets the tool's result exactly as
+the tool produced it (contract §4), while ``tool_executing``/``tool_completed`` carry the
+key-redacted forms (and the engine masks resolved secret values in every event it emits).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -14,6 +19,9 @@ from corral.core.context import UserExecutionContext
 from corral.core.events import EventType, plain_json, redact, redact_text
 from corral.core.registry import AgentRegistry
 from corral.errors import ToolCallError, UnknownToolError
+
+if TYPE_CHECKING:
+    from corral.core.engine import RunContext
 
 DEFAULT_TOOL_TIMEOUT_S = 60.0
 
@@ -35,6 +43,8 @@ class UnifiedToolExecutionEngine:
     bad arguments, an unknown tool, an exception (status ``error``), the tool's timeout (status
     ``timeout``) and cancellation of the run (status ``error``, then the cancellation goes on).
     Not shared between runs: ``call_id`` values are unique within this engine's run.
+    ``run_context`` is what a tool declaring a ``corral.RunContext`` parameter receives (the
+    run's engine sets it); a tool engine without one refuses such tools.
     """
 
     def __init__(
@@ -50,9 +60,10 @@ class UnifiedToolExecutionEngine:
         self._emit = emit
         self._default_timeout_s = default_timeout_s
         self._call_numbers = itertools.count(1)
+        self.run_context: RunContext | None = None
 
     async def call(self, tool: str, /, **args: Any) -> Any:
-        """Run ``tool`` with ``args`` and return its (redacted) result.
+        """Run ``tool`` with ``args`` and return its result, as the tool returned it.
 
         Raises :class:`ToolCallError` when the call ends in ``error`` or ``timeout``; the event
         pair has been emitted by then. Cancellation: the ``tool_completed`` event is emitted
@@ -65,10 +76,10 @@ class UnifiedToolExecutionEngine:
             {"call_id": call_id, "tool": tool_name, "args": redact(_jsonable_or_repr(args))},
         )
         started = time.perf_counter()
-        status, result, error = "error", None, None
+        status, result, shown, error = "error", None, None, None
         cancelled = False
         try:
-            status, result, error = await self._invoke(tool_name, args)
+            status, result, shown, error = await self._invoke(tool_name, args)
         except asyncio.CancelledError:
             cancelled = True
             status, error = "error", {"type": "cancelled", "message": "the run was cancelled"}
@@ -76,7 +87,7 @@ class UnifiedToolExecutionEngine:
         finally:
             data: dict[str, Any] = {"call_id": call_id, "tool": tool_name, "status": status}
             if status == "success":
-                data["result"] = result
+                data["result"] = shown
             else:
                 data["error"] = error
             data["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -92,39 +103,40 @@ class UnifiedToolExecutionEngine:
 
     async def _invoke(
         self, tool: str, args: dict[str, Any]
-    ) -> tuple[str, Any, dict[str, str] | None]:
+    ) -> tuple[str, Any, Any, dict[str, str] | None]:
+        """(status, the result for the caller, its redacted form for the event, error)."""
         try:
             spec = self._registry.get_tool(tool)
         except UnknownToolError as exc:
-            return "error", None, {"type": "unknown_tool", "message": str(exc)}
+            return "error", None, None, {"type": "unknown_tool", "message": str(exc)}
         try:
             params = spec.params_model.model_validate(args)
         except ValidationError as exc:
             message = f"invalid arguments for {tool}: {_validation_message(exc)}"
-            return "error", None, {"type": "invalid_args", "message": redact_text(message)}
+            return "error", None, None, {"type": "invalid_args", "message": redact_text(message)}
+        kwargs = dict(params.__dict__)  # the validated fields (extra arguments are refused)
+        if spec.context_param is not None:
+            if self.run_context is None:
+                message = f"{tool} takes a RunContext; call it from an agent's ctx.tools"
+                return "error", None, None, {"type": "no_context", "message": message}
+            kwargs[spec.context_param] = self.run_context
         timeout_s = spec.timeout_s if spec.timeout_s is not None else self._default_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                # The validated fields (extra arguments are refused: __dict__ holds no more).
-                raw = await spec.func(**params.__dict__)
+                raw = await spec.func(**kwargs)
         except TimeoutError:
-            return (
-                "timeout",
-                None,
-                {
-                    "type": "timeout",
-                    "message": f"{tool} did not finish within {timeout_s:g} s",
-                },
-            )
+            message = f"{tool} did not finish within {timeout_s:g} s"
+            return "timeout", None, None, {"type": "timeout", "message": message}
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             message = redact_text(f"{type(exc).__name__}: {exc}")
-            return "error", None, {"type": "tool_error", "message": message}
+            return "error", None, None, {"type": "tool_error", "message": message}
         try:
-            return "success", redact(plain_json(raw)), None
+            # The event holds a plain-JSON, key-redacted copy; the caller gets ``raw`` itself.
+            return "success", raw, redact(plain_json(raw)), None
         except TypeError as exc:
-            return "error", None, {"type": "invalid_result", "message": str(exc)}
+            return "error", None, None, {"type": "invalid_result", "message": str(exc)}
 
 
 def _jsonable_or_repr(value: dict[str, Any]) -> Any:

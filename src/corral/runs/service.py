@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
+from corral.auth.identity import Identity
 from corral.core.admission import Limits
 from corral.core.context import ID_JSON_PATTERN, MAX_ID_LENGTH, new_id, validate_id
+from corral.core.events import plain_json
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.errors import (
     NOT_FOUND_RUN,
@@ -85,20 +87,34 @@ class RunService:
 
     # -- starting -------------------------------------------------------------------------------
 
-    def agent(self, name: str) -> AgentSpec:
+    def agent(self, name: str, identity: Identity) -> AgentSpec:
+        """The agent ``name`` as ``identity`` sees it: :class:`NotFound` for an unknown agent
+        and, in the very same words, for one gated by roles the user does not hold."""
         try:
-            return self.registry.get_agent(name)
+            spec = self.registry.get_agent(name)
         except UnknownAgentError:
-            raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them") from None
+            spec = None
+        if spec is None or not spec.visible_to(identity.roles):
+            raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them")
+        return spec
+
+    def agents(self, identity: Identity) -> list[AgentSpec]:
+        """The agents ``identity`` may see and start (role-gated ones only with a role)."""
+        return self.registry.agents_for(identity.roles)
 
     async def start(
-        self, user_id: str, request: RunRequest, idempotency_key: str | None = None
+        self, identity: Identity, request: RunRequest, idempotency_key: str | None = None
     ) -> tuple[RunRecord, bool]:
-        """Validate, store and queue one run. Returns (run, created): created is False when
-        an idempotency key's retry returned the earlier run."""
+        """Validate, store and queue one run for ``identity``. Returns (run, created): created
+        is False when an idempotency key's retry returned the earlier run.
+
+        The identity (roles, claims) is stored with the run, so the worker that executes it —
+        on any node — gives the agent the same ``ctx.identity``.
+        """
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down; retry on another node")
-        spec = self.agent(request.agent)
+        user_id = identity.user_id
+        spec = self.agent(request.agent, identity)
         try:
             spec.input_model.model_validate(request.input)
         except ValidationError as exc:
@@ -136,6 +152,7 @@ class RunService:
             timeout_s=request.timeout_s,
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
+            identity=_storable(identity),
         )
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:
@@ -187,6 +204,22 @@ class RunService:
             await self.queue.wait_settled(run_id, CANCEL_WAIT_S)
             record = await self.reads.get_run(user_id, run_id) or record
         return record
+
+
+def _storable(identity: Identity) -> dict[str, Any]:
+    """The identity as stored with the run (plain JSON); claims a hook gave that are not JSON
+    are dropped with a log line, so the run still carries its user and roles to any worker."""
+    doc = identity.to_dict()
+    try:
+        stored: dict[str, Any] = plain_json(doc)
+    except TypeError as exc:
+        log.error(
+            "the identity's claims are not JSON (%s); the run is stored without them",
+            exc,
+            extra={"user_id": identity.user_id},
+        )
+        stored = {**doc, "claims": {}}
+    return stored
 
 
 __all__ = ["IDEMPOTENCY_CONFLICT", "RunRequest", "RunService"]

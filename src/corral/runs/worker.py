@@ -15,13 +15,39 @@ import os
 import socket
 from dataclasses import dataclass
 
+from corral.auth.identity import Identity
 from corral.core.context import UserExecutionContext, new_id
 from corral.core.engine import IsolatedExecutionEngine
 from corral.core.factory import ExecutionEngineFactory
+from corral.errors import ContextError
 from corral.runs.queue import Claim, RunQueue
+from corral.store.records import RunRecord
 from corral.store.writer import EventWriter
 
 log = logging.getLogger("corral.worker")
+
+
+def identity_of(run: RunRecord) -> Identity:
+    """The identity the run was started for (stored with it, so any worker has it); the bare
+    user when none was stored (runs made before identities were) or it is unusable."""
+    if run.identity is not None:
+        try:
+            identity = Identity.from_dict(run.identity)
+        except ContextError as exc:
+            log.warning(
+                "the stored identity of the run is unusable (%s); the agent gets the bare user",
+                exc.field,
+                extra={"user_id": run.user_id, "run_id": run.run_id},
+            )
+        else:
+            if identity.user_id == run.user_id:
+                return identity
+            log.error(
+                "the stored identity names another user than the run's; the agent gets the "
+                "bare user",
+                extra={"user_id": run.user_id, "run_id": run.run_id},
+            )
+    return Identity(run.user_id)
 
 
 @dataclass(slots=True)
@@ -139,7 +165,9 @@ class Worker:
         if claim.fenced:
             self.writer.fence(run.run_id, run.attempt)
         try:
-            engine = self.factory.create_engine(context, self.writer, timeout_s=run.timeout_s)
+            engine = self.factory.create_engine(
+                context, self.writer, timeout_s=run.timeout_s, identity=identity_of(run)
+            )
             entry.engine = engine
             if entry.cancel_reason is not None:
                 engine.cancel(entry.cancel_reason)

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from corral.assembly import open_parts
+from corral.auth.factory import authenticator_from, dev_token_secret
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.events import Event, dumps
 from corral.core.pool import WebSocketConnectionPool
@@ -32,8 +33,9 @@ from corral.server.hosts import HostGuard, HostPolicy
 from corral.server.openapi import build_openapi
 from corral.server.routes import OPERATIONS
 from corral.server.runtime import Runtime
+from corral.server.signin import SignIn
 from corral.server.ws import websocket_endpoint
-from corral.settings import Settings, load_secret
+from corral.settings import Settings
 from corral.store.ops import PurgeIdempotencyKeys
 
 log = logging.getLogger("corral.server")
@@ -48,8 +50,14 @@ def _default_registry(settings: Settings) -> AgentRegistry:
 
 @contextlib.asynccontextmanager
 async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator[Runtime]:
-    secret = load_secret(settings)
-    async with open_parts(settings, registry, execute=settings.executor) as parts:
+    # The one authenticator of every front door (HTTP, SSE, WebSocket). It is closed last:
+    # sockets it signed in are closed (begin_shutdown) before its JWKS client goes.
+    authenticator = authenticator_from(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(authenticator.aclose)
+        parts = await stack.enter_async_context(
+            open_parts(settings, registry, execute=settings.executor)
+        )
         metrics = parts.metrics
         pool = WebSocketConnectionPool(settings.max_connections_per_user)
 
@@ -57,7 +65,14 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
             metrics.security_violations.inc()
 
         bridge = WebSocketBridgeFactory(pool, parts.bus, on_violation=violation)
-        runtime = Runtime(settings=settings, secret=secret, parts=parts, pool=pool, bridge=bridge)
+        runtime = Runtime(
+            settings=settings,
+            secret=dev_token_secret(settings),
+            signin=SignIn.of(authenticator, settings),
+            parts=parts,
+            pool=pool,
+            bridge=bridge,
+        )
         if parts.redis is not None:
             parts.redis.on_gap = runtime.resume_everyone
         housekeeping = asyncio.create_task(_housekeeping(runtime), name="housekeeping")

@@ -20,7 +20,7 @@ from corral.server.auth import issue_token
 from corral.server.errors import invalid_field, validation_error
 from corral.server.params import Body, int_param, read_body, str_param
 from corral.server.runtime import runtime_of
-from corral.server.schemas import AgentList, ErrorBody, EventList, RunList, RunObject
+from corral.server.schemas import AgentList, ErrorBody, EventList, Me, RunList, RunObject
 from corral.server.sse import stream_run
 from corral.store.records import ROW_CURSOR_PATTERN, decode_row_cursor
 
@@ -77,23 +77,29 @@ def _cursor(request: Request) -> int | None:
 # -- handlers -----------------------------------------------------------------------------------
 
 
+async def me(request: Request) -> Response:
+    runtime = runtime_of(request)
+    user = await runtime.authenticate(request)
+    return json_response({"user_id": user.user_id, "roles": sorted(user.roles)})
+
+
 async def list_agents(request: Request) -> Response:
     runtime = runtime_of(request)
-    runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     return json_response(
         [
             {"name": a.name, "description": a.description, "input_schema": a.input_schema()}
-            for a in runtime.registry.agents()
+            for a in runtime.service.agents(user)
         ]
     )
 
 
 async def create_run(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     key = IDEMPOTENCY_KEY.get(request)
     body = await read_body(request, RunRequest, runtime.settings.max_body_bytes)
-    record, created = await runtime.service.start(user.user_id, body, key)
+    record, created = await runtime.service.start(user, body, key)
     if created:
         runtime.metrics.runs_submitted.labels("http").inc()
     return json_response(record.to_api(), 202 if created else 200)
@@ -101,7 +107,7 @@ async def create_run(request: Request) -> Response:
 
 async def list_runs(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     runs, next_cursor = await runtime.service.list_runs(
         user.user_id,
         thread_id=THREAD_FILTER.get(request),
@@ -114,7 +120,7 @@ async def list_runs(request: Request) -> Response:
 
 async def get_run(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     (run_id,) = check_path_params(request, "run_id")
     record = await runtime.service.get_run(user.user_id, run_id)
     return json_response(record.to_api())
@@ -122,7 +128,7 @@ async def get_run(request: Request) -> Response:
 
 async def cancel_run(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     (run_id,) = check_path_params(request, "run_id")
     record = await runtime.service.cancel(user.user_id, run_id)
     return json_response(record.to_api(), 202)
@@ -130,7 +136,7 @@ async def cancel_run(request: Request) -> Response:
 
 async def list_events(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request)
     (run_id,) = check_path_params(request, "run_id")
     bodies = await runtime.service.events(
         user.user_id, run_id, after=AFTER.get(request) or 0, limit=EVENTS_LIMIT.get(request) or 1
@@ -140,12 +146,13 @@ async def list_events(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     runtime = runtime_of(request)
-    user = runtime.authenticate(request)
+    user = await runtime.authenticate(request, "sse")
     (run_id,) = check_path_params(request, "run_id")
     resume_at = LAST_EVENT_ID.get(request)
     start = resume_at if resume_at is not None else STREAM_AFTER.get(request) or 0
     record = await runtime.service.get_run(user.user_id, run_id)
-    return stream_run(runtime, record, start)
+    # The stream ends when the caller's sign-in expires (contract §2).
+    return stream_run(runtime, record, start, until=runtime.signin.valid_until(user))
 
 
 async def healthz(request: Request) -> Response:
@@ -211,13 +218,38 @@ def _from_this_machine(request: Request) -> bool:
         return False
 
 
-async def dev_token(request: Request) -> Response:
+class DevTokens(BaseModel):
+    available: bool
+
+
+def _dev_secret(request: Request) -> str:
+    """The secret dev tokens are signed with; :class:`NotFound` saying why there is none."""
     runtime = runtime_of(request)
     if not runtime.settings.dev_tokens_enabled or not _from_this_machine(request):
         raise NotFound("dev tokens are only given out by a loopback server")
+    if runtime.secret is None:
+        raise NotFound(
+            "dev tokens are off: this server verifies sign-ins with a hook, a public key or "
+            "a JWKS, where corral's own tokens could not sign in; sign in with your identity "
+            "provider"
+        )
+    return runtime.secret
+
+
+async def dev_tokens(request: Request) -> Response:
+    """Whether ``POST /v1/dev/token`` gives this caller a token (the page asks first)."""
+    try:
+        _dev_secret(request)
+    except NotFound:
+        return json_response({"available": False})
+    return json_response({"available": True})
+
+
+async def dev_token(request: Request) -> Response:
+    secret = _dev_secret(request)
     body = await read_body(request, DevTokenRequest, 4096)
     try:
-        token = issue_token(runtime.secret, body.user, ttl_s=24 * 3600)
+        token = issue_token(secret, body.user, ttl_s=24 * 3600)
     except ValidationError as exc:
         raise validation_error(exc, (), "the request body") from None
     except ValueError as exc:
@@ -248,10 +280,19 @@ RUN_ANSWER = Answer("the run object", RunObject)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
+        "/v1/me",
+        me,
+        "get_me",
+        "Who you are signed in as: your user id and roles",
+        "identity",
+        MappingProxyType({200: Answer("the caller", Me), **_errors(401, 503)}),
+    ),
+    Operation(
+        "GET",
         "/v1/agents",
         list_agents,
         "list_agents",
-        "The agents you may run",
+        "The agents you may run (agents gated by roles only for holders of one)",
         "agents",
         MappingProxyType(
             {200: Answer("agents and their input schemas", AgentList), **_errors(401, 503)}
@@ -347,6 +388,16 @@ OPERATIONS: tuple[Operation, ...] = (
             }
         ),
         body=Body(DevTokenRequest, "the user name"),
+        auth=False,
+    ),
+    Operation(
+        "GET",
+        "/v1/dev/token",
+        dev_tokens,
+        "dev_tokens",
+        "Whether development tokens are given out here (loopback, HS256 servers only)",
+        "development",
+        MappingProxyType({200: Answer("available or not", DevTokens), **_errors(503)}),
         auth=False,
     ),
     Operation(

@@ -8,24 +8,33 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from corral.assembly import Parts
+from corral.auth.identity import Identity
+from corral.auth.request import Transport
 from corral.core.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.monitor import EventMonitor
 from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
-from corral.errors import ServiceUnavailable, Unauthorized
+from corral.errors import ServiceUnavailable
 from corral.metrics import Metrics
 from corral.runs.service import RunService
-from corral.server.auth import AuthError, Identity, bearer, verify_token
+from corral.server.auth_request import auth_request
+from corral.server.signin import SignIn
 from corral.settings import Settings
 
 
 @dataclass
 class Runtime:
-    """Everything stateful of one app, made by its lifespan and closed by it, in order."""
+    """Everything stateful of one app, made by its lifespan and closed by it, in order.
+
+    ``signin`` holds the app's one authenticator; ``secret`` is the HS256 secret development
+    tokens are signed with, or None when the server verifies with a hook, a key or a JWKS
+    (dev tokens are off then: they could not sign in).
+    """
 
     settings: Settings
-    secret: str
+    secret: str | None
+    signin: SignIn
     parts: Parts
     pool: WebSocketConnectionPool
     bridge: WebSocketBridgeFactory
@@ -47,20 +56,13 @@ class Runtime:
     def monitor(self) -> EventMonitor:
         return self.parts.monitor
 
-    def authenticate_token(self, token: str | None) -> Identity:
-        """The identity a bearer token names; :class:`Unauthorized` saying why not."""
-        if token is None:
-            raise Unauthorized(
-                "send Authorization: Bearer <token> (`corral token USER` prints one)"
-            )
-        try:
-            return verify_token(self.secret, token)
-        except AuthError as exc:
-            raise Unauthorized(str(exc)) from None
+    async def authenticate(self, conn: HTTPConnection, transport: Transport = "http") -> Identity:
+        """The caller of an HTTP request (``transport="sse"`` for an event stream).
 
-    def authenticate(self, conn: HTTPConnection) -> Identity:
-        """The caller of an HTTP request (or SSE stream)."""
-        return self.authenticate_token(bearer(conn.headers.get("authorization")))
+        Raises :class:`~corral.errors.Unauthorized` (401) or
+        :class:`~corral.errors.ServiceUnavailable` (503) — see :class:`SignIn`.
+        """
+        return await self.signin.require(auth_request(conn, transport))
 
     async def ready(self) -> dict[str, bool]:
         return {"database": await self.parts.db.ping(), "bus": await self.parts.bus.ping()}

@@ -31,6 +31,13 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+class Me(BaseModel):
+    """The caller, as the server's authenticator established it (claims are not shown)."""
+
+    user_id: str
+    roles: list[str]
+
+
 class AgentInfo(BaseModel):
     name: str
     description: str

@@ -2,12 +2,13 @@
 
 The stream attaches to the user's events inside the response body, so a response whose body
 is never read attaches nothing, and leaving the body — the run ended, the client went away, the
-server stops — always detaches.
+server stops, the caller's sign-in expired — always detaches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 KEEPALIVE_S = 15.0
 _CLOSED = b""
+# An SSE comment (clients ignore it) saying why the stream ended early: resuming with a new
+# sign-in (Last-Event-ID) carries on without a gap.
+EXPIRED = b": your sign-in expired; sign in again and resume with Last-Event-ID\n\n"
 
 
 class _StreamTransport:
@@ -52,16 +56,21 @@ def frame(raw: bytes) -> tuple[bytes, bool]:
     )
 
 
-def stream_run(runtime: Runtime, record: RunRecord, after: int) -> StreamingResponse:
-    """The SSE response of ``record``'s run from ``after``; it ends after the terminal event."""
+def stream_run(
+    runtime: Runtime, record: RunRecord, after: int, *, until: float | None = None
+) -> StreamingResponse:
+    """The SSE response of ``record``'s run from ``after``; it ends after the terminal event,
+    or at ``until`` (epoch seconds: when the caller's sign-in expires), whichever is first."""
     return StreamingResponse(
-        _frames(runtime, record, after),
+        _frames(runtime, record, after, until),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _frames(runtime: Runtime, record: RunRecord, after: int) -> AsyncIterator[bytes]:
+async def _frames(
+    runtime: Runtime, record: RunRecord, after: int, until: float | None
+) -> AsyncIterator[bytes]:
     if record.finished and after >= record.last_seq:
         return  # resumed at or past the terminal event: nothing more will come
     transport = _StreamTransport()
@@ -81,10 +90,18 @@ async def _frames(runtime: Runtime, record: RunRecord, after: int) -> AsyncItera
         )
         try:
             while True:
+                wait_s = KEEPALIVE_S
+                if until is not None:
+                    left = until - time.time()
+                    if left <= 0:
+                        yield EXPIRED
+                        return
+                    wait_s = min(wait_s, left)
                 try:
-                    raw = await asyncio.wait_for(transport.frames.get(), KEEPALIVE_S)
+                    raw = await asyncio.wait_for(transport.frames.get(), wait_s)
                 except TimeoutError:
-                    yield b": keepalive\n\n"
+                    if until is None or time.time() < until:
+                        yield b": keepalive\n\n"
                     continue
                 if raw is _CLOSED or not raw:
                     return

@@ -12,12 +12,19 @@ import orjson
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from corral.core.connection import CLOSE_POLICY, CLOSE_TOO_BIG, Connection
+from corral.auth.identity import Identity
+from corral.core.connection import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, Connection
 from corral.core.events import dumps, loads
 from corral.core.pool import ConnectionLimitError
-from corral.errors import CorralError, InvalidRequest, Unauthorized, details_from
+from corral.errors import (
+    CorralError,
+    InvalidRequest,
+    ServiceUnavailable,
+    Unauthorized,
+    details_from,
+)
 from corral.runs.service import RunRequest
-from corral.server.auth import Identity, bearer
+from corral.server.auth_request import auth_request, with_token
 from corral.server.errors import answer_for
 from corral.server.params import MAX_INT
 from corral.server.replay import replay
@@ -26,6 +33,10 @@ if TYPE_CHECKING:
     from corral.server.runtime import Runtime
 
 log = logging.getLogger("corral.ws")
+
+EXPIRED = "your sign-in has expired; sign in again and resume from your last seq"
+# How long an expiring socket waits for its error message to be written before it closes.
+EXPIRY_FLUSH_S = 2.0
 
 
 class _SocketTransport:
@@ -82,7 +93,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         async with runtime.bridge.session(conn):
             conn.start()
-            await _Session(ws, runtime, conn).serve()
+            await _Session(ws, runtime, conn, identity).serve()
     except ConnectionLimitError as exc:
         await _refuse(ws, "rate_limited", str(exc))
     finally:
@@ -90,47 +101,66 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await conn.close()
 
 
-async def _refuse(ws: WebSocket, code: str, message: str) -> None:
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int = CLOSE_POLICY) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(error_message(code, message).decode())
-        await ws.close(CLOSE_POLICY, message[:120])
+        await ws.close(close_code, message[:120])
 
 
 async def _authenticate(ws: WebSocket, runtime: Runtime) -> Identity | None:
-    """The user of the header token, or of a first ``auth`` message within the time limit."""
-    token = bearer(ws.headers.get("authorization"))
-    if token is None:
-        try:
-            async with asyncio.timeout(runtime.settings.ws_auth_timeout_s):
-                message = await ws.receive()
-        except TimeoutError:
-            limit = runtime.settings.ws_auth_timeout_s
-            await _refuse(
-                ws, "unauthorized", f'authenticate within {limit:g} s: send {{"type": "auth"}}'
-            )
-            return None
-        if message["type"] == "websocket.disconnect":
-            return None
-        raw = message.get("text") or message.get("bytes") or b""
-        try:
-            doc = loads(raw) if len(raw) <= runtime.settings.ws_max_message_bytes else None
-        except orjson.JSONDecodeError:
-            doc = None
-        if (
-            not isinstance(doc, dict)
-            or doc.get("type") != "auth"
-            or not isinstance(doc.get("token"), str)
-        ):
-            await _refuse(
-                ws, "unauthorized", 'the first message must be {"type": "auth", "token": "..."}'
-            )
-            return None
-        token = doc["token"]
+    """The user of the upgrade request (headers, cookies), else of a first ``auth`` message
+    sent within the time limit; None — after an ``error`` and a close — when neither signs in.
+
+    A refused credential is ``unauthorized`` and 1008 (also one in the upgrade header: a
+    browser cannot read the status of a failed upgrade); an authenticator that cannot decide
+    now is ``unavailable`` and 1013, the client retries.
+    """
+    request = auth_request(ws, "ws")
     try:
-        return runtime.authenticate_token(token)
+        identity = await runtime.signin.identify(request)
+        if identity is not None:
+            return identity
+        token = await _auth_message(ws, runtime)
+        if token is None:
+            return None
+        return await runtime.signin.require(with_token(request, token))
     except Unauthorized as exc:
         await _refuse(ws, "unauthorized", exc.message)
+    except ServiceUnavailable as exc:
+        await _refuse(ws, "unavailable", exc.message, CLOSE_TRY_AGAIN_LATER)
+    return None
+
+
+async def _auth_message(ws: WebSocket, runtime: Runtime) -> str | None:
+    """The token of the first message, which must be ``{"type": "auth", "token": "..."}``;
+    None after refusing (or when the peer left)."""
+    limit = runtime.settings.ws_auth_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            message = await ws.receive()
+    except TimeoutError:
+        await _refuse(
+            ws, "unauthorized", f'authenticate within {limit:g} s: send {{"type": "auth"}}'
+        )
         return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    raw = message.get("text") or message.get("bytes") or b""
+    try:
+        doc = loads(raw) if len(raw) <= runtime.settings.ws_max_message_bytes else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("type") != "auth"
+        or not isinstance(doc.get("token"), str)
+    ):
+        await _refuse(
+            ws, "unauthorized", 'the first message must be {"type": "auth", "token": "..."}'
+        )
+        return None
+    token: str = doc["token"]
+    return token
 
 
 class _Session:
@@ -139,24 +169,47 @@ class _Session:
 
     The socket is read all the time, so a close during a long replay is answered at once: the
     handler (and its replay) is cancelled.
+
+    When the identity's sign-in expires (contract §2) the socket gets an ``unauthorized``
+    error and is closed with 1008; a command read after that moment is refused the same way.
     """
 
     INBOX = 64  # messages read ahead of the handler; then reading waits (backpressure)
 
-    def __init__(self, ws: WebSocket, runtime: Runtime, conn: Connection) -> None:
+    def __init__(
+        self, ws: WebSocket, runtime: Runtime, conn: Connection, identity: Identity
+    ) -> None:
         self.ws = ws
         self.runtime = runtime
         self.conn = conn
+        self.identity = identity
         self.user_id = conn.user_id
 
     async def serve(self) -> None:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.INBOX)
-        handler = asyncio.get_running_loop().create_task(self._handle(inbox))
+        loop = asyncio.get_running_loop()
+        handler = loop.create_task(self._handle(inbox))
+        remaining = self.runtime.signin.remaining_s(self.identity)
+        # Wall-clock expiry turned into the loop's clock once, here; None: it never expires.
+        deadline = asyncio.timeout_at(None if remaining is None else loop.time() + remaining)
         try:
-            await self._read(inbox)
+            async with deadline:
+                await self._read(inbox)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await self._expire()
         finally:
             handler.cancel()
             await asyncio.wait({handler})
+
+    def _expired(self) -> bool:
+        return self.runtime.signin.expired(self.identity)
+
+    async def _expire(self) -> None:
+        """Tell the client its sign-in expired, then close with 1008 once that is written."""
+        self.conn.offer(error_message("unauthorized", EXPIRED))
+        await self.conn.close_when_sent(CLOSE_POLICY, "sign-in expired", EXPIRY_FLUSH_S)
 
     async def _read(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         limit = self.runtime.settings.ws_max_message_bytes
@@ -188,6 +241,9 @@ class _Session:
     async def _handle(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
             doc = await inbox.get()
+            if self._expired():  # read just before the deadline: refused, never run
+                await self._expire()
+                return
             try:
                 await self._dispatch(doc)
             except CorralError as exc:
@@ -240,7 +296,7 @@ class _Session:
             request = RunRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequest("start_run is not valid", details_from(exc)) from None
-        record, _ = await self.runtime.service.start(self.user_id, request)
+        record, _ = await self.runtime.service.start(self.identity, request)
         self.runtime.metrics.runs_submitted.labels("ws").inc()
         self.conn.offer(
             dumps(

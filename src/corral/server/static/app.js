@@ -9,6 +9,8 @@
 /* ------------------------------------------------------------------ */
 
 const TOKEN_KEY = 'corral.token';
+// Signed in by the server's sign-in hook from the browser's own cookie: no token is sent.
+const COOKIE_SESSION = 'cookie-session';
 const AGENT_KEY = 'corral.agent';
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
 const STATUSES = new Set(['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out']);
@@ -256,7 +258,9 @@ class ApiError extends Error {
 
 async function api(method, path, body, options = {}) {
   const headers = { Accept: 'application/json' };
-  if (options.auth !== false && state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (options.auth !== false && state.token && state.token !== COOKIE_SESSION) {
+    headers.Authorization = `Bearer ${state.token}`;
+  }
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   Object.assign(headers, options.headers || {});
   const session = state.session;
@@ -337,7 +341,9 @@ function checkToken(token) {
 function signIn(token) {
   state.token = token;
   state.session += 1;
-  try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_err) { /* storage may be disabled */ }
+  if (token !== COOKIE_SESSION) {
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_err) { /* storage may be disabled */ }
+  }
   state.userId = null;
   $('user-id').textContent = '…';
   $('user-box').hidden = false;
@@ -469,7 +475,8 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     if (gen !== state.wsGen) return;
-    rawSend({ type: 'auth', token: state.token });
+    // A cookie session signs in at the upgrade (the browser sends the cookie); else a token.
+    if (state.token !== COOKIE_SESSION) rawSend({ type: 'auth', token: state.token });
     clearTimeout(state.authTimer);
     state.authTimer = setTimeout(() => {
       if (gen === state.wsGen && !state.wsReady) dropSocket();
@@ -1938,6 +1945,29 @@ function init() {
       showMessage($('signin-message'), 'Your saved token has expired. Sign in again.');
     }
     setConn('offline');
+    trySignInWithCookie();
+  }
+  checkDevSignIn();
+}
+
+/** A server whose sign-in hook accepts the browser's cookie signs the page in without a token. */
+async function trySignInWithCookie() {
+  const session = state.session;
+  try {
+    await api('GET', '/v1/me', undefined, { auth: false });
+  } catch (_err) {
+    return; // 401: no cookie session here; the sign-in form stays
+  }
+  if (session === state.session && !state.token) signIn(COOKIE_SESSION);
+}
+
+/** Dev sign-in only where the server gives out development tokens. */
+async function checkDevSignIn() {
+  try {
+    const body = await api('GET', '/v1/dev/token', undefined, { auth: false });
+    if (!(body && body.available)) hideDevSignIn();
+  } catch (_err) {
+    hideDevSignIn();
   }
 }
 
