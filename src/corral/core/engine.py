@@ -25,6 +25,7 @@ from corral.core.events import (
 )
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
+from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import AgentFailed, IllegalTransition, ToolCallError, UnknownAgentError
 
 log = logging.getLogger("corral.engine")
@@ -98,6 +99,12 @@ class RunContext:
     def cancel_requested(self) -> bool:
         return self._engine.cancel_reason is not None
 
+    @property
+    def tracer(self) -> Tracer:
+        """Spans for this run's own steps (``with ctx.tracer.span("my.step"):``), children of
+        its ``corral.run`` span; a tracer that records nothing when tracing is off."""
+        return self._engine.tracer
+
     async def thread_history(self) -> list[dict[str, Any]]:
         """The earlier runs of this thread — this user's only — oldest first.
 
@@ -143,14 +150,17 @@ class IsolatedExecutionEngine:
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         history_loader: ThreadHistory | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.context = context
         self.history_loader = history_loader
+        self.tracer = tracer
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
         self._default_timeout_s = default_timeout_s
         self._seq = 0
+        self._agent = ""
         self._state = EngineState.CREATED
         self._terminal_sent = False
         self._open_calls: set[str] = set()
@@ -159,7 +169,9 @@ class IsolatedExecutionEngine:
         self.deadline: float | None = None
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
-        self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+        self.tools = UnifiedToolExecutionEngine(
+            context, registry, self.emit, tracer=tracer, **tool_kwargs
+        )
 
     @property
     def state(self) -> EngineState:
@@ -195,6 +207,7 @@ class IsolatedExecutionEngine:
             seq=self._seq,
             data=data,
             user_id=self.context.user_id,
+            agent=self._agent,
         )
         self.history.append(event)
         return self._sink.emit(event)
@@ -219,6 +232,7 @@ class IsolatedExecutionEngine:
         if self._state is not EngineState.CREATED:
             raise IllegalTransition("engine.run", EngineState.CREATED.value, self._state.value)
         self._state = EngineState.RUNNING
+        self._agent = agent
         try:
             return await self._run(agent, input)
         finally:

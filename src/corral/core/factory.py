@@ -13,6 +13,7 @@ from corral.core.admission import Limits, Scheduler, Ticket, TicketState
 from corral.core.context import UserExecutionContext
 from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadHistory
 from corral.core.registry import AgentRegistry
+from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import AdmissionError
 
 log = logging.getLogger("corral.factory")
@@ -85,11 +86,13 @@ class ExecutionEngineFactory:
         *,
         history_limit: int = 256,
         history_loader: ThreadHistory | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
         self._history_loader = history_loader
+        self.tracer = tracer
         self._scheduler = Scheduler(self.limits)
         self._leases: dict[str, _Lease] = {}  # run_id -> reservation
 
@@ -112,6 +115,7 @@ class ExecutionEngineFactory:
             tool_timeout_s=self.limits.tool_timeout_s,
             history_limit=self._history_limit,
             history_loader=self._history_loader,
+            tracer=self.tracer,
         )
 
     def engine_for(

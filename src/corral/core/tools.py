@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from corral.core.context import UserExecutionContext
 from corral.core.events import EventType, plain_json, redact, redact_text
 from corral.core.registry import AgentRegistry
+from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import ToolCallError, UnknownToolError
 
 DEFAULT_TOOL_TIMEOUT_S = 60.0
@@ -34,7 +35,9 @@ class UnifiedToolExecutionEngine:
     Every call emits ``tool_executing`` and then exactly one ``tool_completed`` — on success,
     bad arguments, an unknown tool, an exception (status ``error``), the tool's timeout (status
     ``timeout``) and cancellation of the run (status ``error``, then the cancellation goes on).
-    Not shared between runs: ``call_id`` values are unique within this engine's run.
+    Not shared between runs: ``call_id`` values are unique within this engine's run. With a
+    ``tracer``, each call is a ``corral.tool`` span (its name, call id and status; never its
+    arguments or result).
     """
 
     def __init__(
@@ -44,11 +47,13 @@ class UnifiedToolExecutionEngine:
         emit: EmitFunc,
         *,
         default_timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.context = context
         self._registry = registry
         self._emit = emit
         self._default_timeout_s = default_timeout_s
+        self._tracer = tracer
         self._call_numbers = itertools.count(1)
 
     async def call(self, tool: str, /, **args: Any) -> Any:
@@ -68,7 +73,18 @@ class UnifiedToolExecutionEngine:
         status, result, error = "error", None, None
         cancelled = False
         try:
-            status, result, error = await self._invoke(tool_name, args)
+            with self._tracer.span(
+                "corral.tool",
+                {
+                    "corral.tool": tool_name,
+                    "corral.call_id": call_id,
+                    "corral.run_id": self.context.run_id,
+                },
+            ) as span:
+                status, result, error = await self._invoke(tool_name, args)
+                span.set_attribute("corral.tool.status", status)
+                if error is not None:
+                    span.set_error(error["type"])
         except asyncio.CancelledError:
             cancelled = True
             status, error = "error", {"type": "cancelled", "message": "the run was cancelled"}

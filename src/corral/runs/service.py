@@ -87,10 +87,16 @@ class RunService:
             raise NotFound(f"no agent named {name!r}; GET /v1/agents lists them") from None
 
     async def start(
-        self, user_id: str, request: RunRequest, idempotency_key: str | None = None
+        self,
+        user_id: str,
+        request: RunRequest,
+        idempotency_key: str | None = None,
+        *,
+        trace: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate, store and queue one run. Returns (run, created): created is False when
-        an idempotency key's retry returned the earlier run."""
+        an idempotency key's retry returned the earlier run. ``trace`` (a W3C
+        ``traceparent``) is stored with the run: its worker continues that trace."""
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down; retry on another node")
         spec = self.agent(request.agent)
@@ -131,6 +137,7 @@ class RunService:
             timeout_s=request.timeout_s,
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
+            trace=trace,
         )
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:

@@ -16,8 +16,10 @@ import socket
 from dataclasses import dataclass
 
 from corral.core.context import UserExecutionContext, new_id
-from corral.core.engine import IsolatedExecutionEngine
+from corral.core.engine import IsolatedExecutionEngine, RunOutcome
+from corral.core.events import RunStatus
 from corral.core.factory import ExecutionEngineFactory
+from corral.core.tracing import Span
 from corral.runs.queue import Claim, RunQueue
 from corral.store.writer import EventWriter
 
@@ -143,7 +145,15 @@ class Worker:
             entry.engine = engine
             if entry.cancel_reason is not None:
                 engine.cancel(entry.cancel_reason)
-            await engine.run(run.agent, run.input)
+            # The run's span continues the trace of the request that started it (stored with
+            # the run, so on any node); tool and model spans nest under it through the context
+            # the agent's task inherits.
+            with self.factory.tracer.span(
+                "corral.run",
+                {"corral.run_id": run.run_id, "corral.agent": run.agent},
+                parent=run.trace,
+            ) as span:
+                _outcome_on(span, await engine.run(run.agent, run.input))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -179,3 +189,9 @@ class Worker:
                     self.cancel(run_id, "the worker lost its lease")
             for run_id, reason in renewal.cancels.items():
                 self.cancel(run_id, reason)
+
+
+def _outcome_on(span: Span, outcome: RunOutcome) -> None:
+    span.set_attribute("corral.status", outcome.status.value)
+    if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        span.set_error((outcome.error or {}).get("type", outcome.status.value))

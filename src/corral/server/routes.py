@@ -20,6 +20,7 @@ from corral.server.params import Body, int_param, read_body, str_param
 from corral.server.runtime import runtime_of
 from corral.server.schemas import AgentInfo, ErrorBody, EventList, RunList, RunObject
 from corral.server.sse import stream_run
+from corral.server.tracing import run_trace
 from corral.store.records import decode_row_cursor
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
@@ -84,7 +85,8 @@ async def create_run(request: Request) -> Response:
     user = runtime.authenticate(request)
     key = IDEMPOTENCY_KEY.get(request)
     body = await read_body(request, RunRequest, runtime.settings.max_body_bytes)
-    record, created = await runtime.service.start(user.user_id, body, key)
+    trace = run_trace(request, runtime.parts.tracer)
+    record, created = await runtime.service.start(user.user_id, body, key, trace=trace)
     if created:
         runtime.metrics.runs_submitted.labels("http").inc()
     return json_response(record.to_api(), 202 if created else 200)
