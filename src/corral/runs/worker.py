@@ -20,6 +20,7 @@ from corral.core.engine import IsolatedExecutionEngine, RunOutcome
 from corral.core.events import RunStatus
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.tracing import Span
+from corral.outage import Outage
 from corral.runs.queue import Claim, RunQueue
 from corral.store.writer import EventWriter
 
@@ -57,6 +58,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._claiming = Outage(log, "could not claim runs", "claiming runs works again")
+        self._renewing = Outage(log, "could not renew leases", "renewing leases works again")
 
     @staticmethod
     def new_id() -> str:
@@ -123,9 +126,10 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("could not claim runs (%s); retrying", exc)
+                self._claiming.failed(exc)
                 await asyncio.sleep(0.5)
                 continue
+            self._claiming.succeeded()
             loop = asyncio.get_running_loop()
             for claim in claims:
                 run_id = claim.run.run_id
@@ -181,11 +185,15 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("could not renew leases (%s); retrying", exc)
+                self._renewing.failed(exc)
                 continue
+            self._renewing.succeeded()
             for run_id in renewal.lost:
                 if run_id in self._running:
-                    log.warning("lease lost; stopping the run here", extra={"run_id": run_id})
+                    log.warning(
+                        "lease lost (another process took the run over); stopping it here",
+                        extra={"run_id": run_id, "worker_id": self.worker_id},
+                    )
                     self.cancel(run_id, "the worker lost its lease")
             for run_id, reason in renewal.cancels.items():
                 self.cancel(run_id, reason)
