@@ -9,11 +9,17 @@ The client's own id is kept when it is 1 to 128 characters of ``[A-Za-z0-9._-]``
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.logs import request_scope
+
+# With --log-level DEBUG, one line per HTTP request (method, path, status, time; never the
+# query string or a header): what an operator follows a request id through.
+log = logging.getLogger("corral.http")
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 128
@@ -56,11 +62,28 @@ class RequestIdMiddleware:
         request_id = request_id_of(scope)
         header = (HEADER, request_id.encode("ascii"))
 
+        status = 0
+
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] in _STARTS:
                 # A new list: the response object may reuse its own between sends.
                 message["headers"] = [*message.get("headers", ()), header]
+                status = message.get("status", 101)
             await send(message)
 
         with request_scope(request_id):
-            await self.app(scope, receive, send_with_id)
+            if not log.isEnabledFor(logging.DEBUG):
+                await self.app(scope, receive, send_with_id)
+                return
+            started = time.perf_counter()
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                log.debug(
+                    "%s %s -> %s in %.1f ms",
+                    scope.get("method", "WEBSOCKET"),
+                    scope["path"],
+                    status or "no answer",
+                    (time.perf_counter() - started) * 1000,
+                )
