@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from corral.core.context import UserExecutionContext
 from corral.core.events import EventType, plain_json, redact, redact_text
 from corral.core.registry import AgentRegistry
-from corral.core.tracing import NO_TRACER, Tracer
+from corral.core.tracing import NO_SPAN, NO_TRACER, Tracer
 from corral.errors import ToolCallError, UnknownToolError
 
 DEFAULT_TOOL_TIMEOUT_S = 60.0
@@ -73,14 +73,19 @@ class UnifiedToolExecutionEngine:
         status, result, error = "error", None, None
         cancelled = False
         try:
-            with self._tracer.span(
-                "corral.tool",
-                {
-                    "corral.tool": tool_name,
-                    "corral.call_id": call_id,
-                    "corral.run_id": self.context.run_id,
-                },
-            ) as span:
+            span_context = (
+                self._tracer.span(
+                    "corral.tool",
+                    {
+                        "corral.tool": tool_name,
+                        "corral.call_id": call_id,
+                        "corral.run_id": self.context.run_id,
+                    },
+                )
+                if self._tracer.enabled
+                else NO_SPAN
+            )
+            with span_context as span:
                 status, result, error = await self._invoke(tool_name, args)
                 span.set_attribute("corral.tool.status", status)
                 if error is not None:

@@ -90,14 +90,16 @@ class NoTracer:
         parent: str | None = None,
         kind: SpanKind = "internal",
     ) -> AbstractContextManager[Span]:
-        return _NO_SPAN_CONTEXT
+        return NO_SPAN
 
     def traceparent(self) -> str | None:
         return None
 
 
 # Both are stateless: nullcontext only returns what it was given, however often it is entered.
-_NO_SPAN_CONTEXT: AbstractContextManager[Span] = nullcontext(_NoSpan())
+# NO_SPAN is what a caller uses instead of ``tracer.span(...)`` when ``not tracer.enabled``, so
+# that tracing off costs no attribute dict either.
+NO_SPAN: AbstractContextManager[Span] = nullcontext(_NoSpan())
 NO_TRACER: Tracer = NoTracer()
 
-__all__ = ["NO_TRACER", "AttributeValue", "NoTracer", "Span", "SpanKind", "Tracer"]
+__all__ = ["NO_SPAN", "NO_TRACER", "AttributeValue", "NoTracer", "Span", "SpanKind", "Tracer"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from corral.core.tracing import NO_TRACER, Span, Tracer
+from corral.core.tracing import NO_SPAN, NO_TRACER, Span, Tracer
 from corral.llm.config import LLMSettings
 from corral.llm.errors import (
     LLMError,
@@ -132,11 +132,19 @@ class ChatModel:
         the answer; an error that ends the call marks it failed — and the request carries its
         ``traceparent`` to the model server.
         """
-        with tracer.span(
-            "corral.llm",
-            {"gen_ai.request.model": self.settings.model or "", "server.address": self.display_url},
-            kind="client",
-        ) as span:
+        span_context = (
+            tracer.span(
+                "corral.llm",
+                {
+                    "gen_ai.request.model": self.settings.model or "",
+                    "server.address": self.display_url,
+                },
+                kind="client",
+            )
+            if tracer.enabled
+            else NO_SPAN
+        )
+        with span_context as span:
             completion = await self._complete(
                 messages, on_text, tools, tool_choice, max_tokens, deadline, on_retry, tracer, span
             )

@@ -19,7 +19,7 @@ from corral.core.context import UserExecutionContext, new_id
 from corral.core.engine import IsolatedExecutionEngine, RunOutcome
 from corral.core.events import RunStatus
 from corral.core.factory import ExecutionEngineFactory
-from corral.core.tracing import Span
+from corral.core.tracing import NO_SPAN, Span
 from corral.outage import Outage
 from corral.runs.queue import Claim, RunQueue
 from corral.store.writer import EventWriter
@@ -152,11 +152,17 @@ class Worker:
             # The run's span continues the trace of the request that started it (stored with
             # the run, so on any node); tool and model spans nest under it through the context
             # the agent's task inherits.
-            with self.factory.tracer.span(
-                "corral.run",
-                {"corral.run_id": run.run_id, "corral.agent": run.agent},
-                parent=run.trace,
-            ) as span:
+            tracer = self.factory.tracer
+            span_context = (
+                tracer.span(
+                    "corral.run",
+                    {"corral.run_id": run.run_id, "corral.agent": run.agent},
+                    parent=run.trace,
+                )
+                if tracer.enabled
+                else NO_SPAN
+            )
+            with span_context as span:
                 _outcome_on(span, await engine.run(run.agent, run.input))
         except asyncio.CancelledError:
             raise
