@@ -37,13 +37,14 @@ def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
 
 def check_tracing(environ: Mapping[str, str] | None = None) -> None:
     """Raise :class:`ConfigurationError` when tracing is asked for but cannot be done."""
-    if not tracing_configured(environ):
+    env = os.environ if environ is None else environ
+    if not tracing_configured(env):
         return
     try:
         import opentelemetry.exporter.otlp.proto.http.trace_exporter
         import opentelemetry.sdk.trace  # noqa: F401
     except ImportError as exc:
-        given = next(n for n in ENDPOINT_VARIABLES if (environ or os.environ).get(n, "").strip())
+        given = next(n for n in ENDPOINT_VARIABLES if env.get(n, "").strip())
         raise ConfigurationError(
             f"{given} is set, so traces go out over OTLP, but the OpenTelemetry packages are "
             f"missing ({exc.name or exc}): install the extra with `{EXTRA_HINT}`, or unset "
