@@ -3,8 +3,9 @@
 The client's own id is kept when it is 1 to 128 characters of ``[A-Za-z0-9._-]``; anything else
 (absent, too long, other characters: it would end up in log lines) is replaced by a new one.
 :class:`RequestIdMiddleware` is plain ASGI and the outermost layer of the app, so refusals and
-500s carry the id too; it keeps no state between requests. Measured on this machine: about
-2 µs per request (``bench/request_id.py``).
+500s carry the id too; it keeps no state between requests. Measured on this machine
+(``python bench/ops.py``): 2.3–2.6 µs per request over a bare ASGI endpoint, next to the
+hundreds of microseconds a request costs end to end.
 """
 
 from __future__ import annotations
