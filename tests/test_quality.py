@@ -75,9 +75,14 @@ def test_every_third_party_import_of_the_package_is_a_declared_dependency() -> N
         # An extra we ask for (uvicorn[standard], sqlalchemy[asyncio]) brings its packages.
         extras = set(_re.findall(r"\[([^\]]*)\]", dep)[0].split(",")) if "[" in dep else set()
         for req in md.requires(name_of(dep)) or ():
-            marker = _re.search(r"extra == \"([^\"]+)\"", req)
+            marker = _re.search(r"extra == [\"']([^\"']+)[\"']", req)
             if marker is None or marker.group(1) in extras:
                 declared.add(name_of(req))
+    # corral's own optional extras (not the test ones): their modules import them lazily, and
+    # test_optional_packages_are_imported_only_by_their_modules keeps them there.
+    for extra, deps in project["optional-dependencies"].items():
+        if extra not in ("test", "llm-test"):
+            declared.update(name_of(dep) for dep in deps)
     owners = md.packages_distributions()
     missing = set()
     for path in (REPO / "src" / "corral").rglob("*.py"):
@@ -95,3 +100,22 @@ def test_every_third_party_import_of_the_package_is_a_declared_dependency() -> N
                 if not dists & declared:
                     missing.add(f"{top} ({path.relative_to(REPO)})")
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+
+
+def test_optional_packages_are_imported_only_by_their_modules() -> None:
+    """OpenTelemetry (corral[otel]) is imported by corral/otel.py, and by corral/telemetry.py
+    inside the check that it is installed — nowhere else, so tracing off never loads it."""
+    import ast
+
+    allowed = {"src/corral/otel.py", "src/corral/telemetry.py"}
+    found = set()
+    for path in (REPO / "src" / "corral").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "opentelemetry" for n in names):
+                found.add(str(path.relative_to(REPO)))
+    assert found == allowed

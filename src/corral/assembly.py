@@ -25,8 +25,10 @@ from corral.core.events import Event
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.monitor import EventMonitor
 from corral.core.registry import AgentRegistry
+from corral.core.tracing import Tracer
 from corral.errors import ConfigurationError
 from corral.metrics import Metrics
+from corral.runlog import RunLog
 from corral.runs.queue import InProcessRunQueue, RunQueue
 from corral.runs.service import RunService
 from corral.runs.worker import Worker
@@ -34,6 +36,7 @@ from corral.settings import Settings
 from corral.store.database import Database, is_sqlite, open_database
 from corral.store.reads import Reads
 from corral.store.writer import EventWriter
+from corral.telemetry import open_tracer
 
 log = logging.getLogger("corral.assembly")
 
@@ -53,6 +56,7 @@ class Parts:
     monitor: EventMonitor
     worker: Worker | None
     redis: RedisEventBus | None
+    tracer: Tracer
 
     @property
     def clustered(self) -> bool:
@@ -86,13 +90,21 @@ def check_topology(settings: Settings, *, execute: bool) -> None:
 
 @contextlib.asynccontextmanager
 async def open_parts(
-    settings: Settings, registry: AgentRegistry, *, execute: bool = True
+    settings: Settings, registry: AgentRegistry, *, execute: bool = True, role: str = "server"
 ) -> AsyncIterator[Parts]:
-    """Everything stateful below the front doors, opened in order and closed in reverse."""
+    """Everything stateful below the front doors, opened in order and closed in reverse.
+
+    Logs one INFO line with the settings (no secrets) on the way in, and one on the way out.
+    """
     check_topology(settings, execute=execute)
     registry.freeze()
     limits = limits_of(settings)
+    summary = " ".join(f"{k}={v}" for k, v in settings.summary().items() if v is not None)
+    log.info("corral %s starting: %s", role, summary)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(log.info, "corral %s stopped", role)
+        # Entered first, so closed last: spans of runs drained at shutdown are exported.
+        tracer = await stack.enter_async_context(open_tracer())
         for lifespan in registry.lifespans():
             await stack.enter_async_context(lifespan())
         db = await stack.enter_async_context(open_database(settings.resolved_database_url))
@@ -106,11 +118,13 @@ async def open_parts(
             stack.push_async_callback(bus.close)
         metrics = Metrics()
         monitor = EventMonitor()
+        run_log = RunLog()
 
         def observe(events: Sequence[Event]) -> None:
             metrics.observe_committed(events)
             for ev in events:
                 monitor.observe(ev)
+            run_log.observe(events)
 
         writer = await stack.enter_async_context(EventWriter(db, bus.publish, observe))
         reads = Reads(db)
@@ -142,6 +156,7 @@ async def open_parts(
             limits,
             history_loader=thread_history,
             secrets=None if resolver is None else resolver.resolve,
+            tracer=tracer,
         )
         service = RunService(
             registry=registry, reads=reads, writer=writer, queue=queue, limits=limits
@@ -171,4 +186,5 @@ async def open_parts(
             monitor=monitor,
             worker=worker,
             redis=redis,
+            tracer=tracer,
         )

@@ -97,6 +97,7 @@ def serve(
     """Start the HTTP, WebSocket and SSE server with the web page and an executor."""
     from corral.auth.factory import check_auth_settings
     from corral.server.runner import run_server
+    from corral.telemetry import check_tracing
 
     settings = _settings(
         host=host,
@@ -113,6 +114,7 @@ def serve(
     )
     with _configuration_errors():
         check_auth_settings(settings)  # a bad --auth/--secrets/JWT setting exits 2 here
+        check_tracing()  # OTEL_* set without corral[otel] exits 2 here
         run_server(settings)
 
 
@@ -133,6 +135,7 @@ def worker(
 ) -> None:
     """Execute runs from the cluster's queue (needs --redis-url and a PostgreSQL database)."""
     from corral.auth.factory import check_auth_settings
+    from corral.telemetry import check_tracing
     from corral.worker_main import run_worker
 
     settings = _settings(
@@ -146,6 +149,7 @@ def worker(
     )
     with _configuration_errors():
         check_auth_settings(settings, tokens=False)  # a worker signs nobody in
+        check_tracing()
         run_worker(settings)
 
 

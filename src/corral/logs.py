@@ -1,19 +1,74 @@
-"""Logging set-up: text or JSON lines carrying user and run ids, never tokens or payloads.
+"""Logging set-up: text or JSON lines carrying user, run and request ids, never tokens or payloads.
 
-Log lines written from a run's agent task (and the tasks it starts) have that run's resolved
-per-user secrets masked, like its events (:class:`SecretLogFilter`).
+A request's id (``X-Request-ID``, :mod:`corral.server.request_id`) lives in a ``ContextVar`` for
+as long as the request is served — set by :class:`request_scope`, which resets it — and
+:class:`ContextFilter` writes it into every log record made meanwhile, in that task and in the
+tasks it starts. Log lines written from a run's agent task (and the tasks it starts) have that
+run's resolved per-user secrets masked, like its events (:class:`SecretLogFilter`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from types import TracebackType
 
 from corral.core.events import dumps
 from corral.core.secrets import CURRENT_REDACTOR
 
-_CONTEXT_FIELDS = ("user_id", "run_id", "request_id")
+# Fields a record may carry (``extra={...}``), written by both formats in this order.
+_CONTEXT_FIELDS = (
+    "request_id",
+    "user_id",
+    "run_id",
+    "agent",
+    "status",
+    "duration_ms",
+    "error_type",
+    "worker_id",
+)
+
+# The id of the HTTP request (or WebSocket) being served; log/trace metadata only.
+current_request_id: ContextVar[str | None] = ContextVar("corral_request_id", default=None)
+
+
+class request_scope:
+    """Makes ``request_id`` the current request id for the body of the ``with``; resets it on
+    leaving (a class, not ``@contextmanager``: it runs once per request)."""
+
+    __slots__ = ("_request_id", "_token")
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+        self._token: Token[str | None] | None = None
+
+    def __enter__(self) -> str:
+        self._token = current_request_id.set(self._request_id)
+        return self._request_id
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            current_request_id.reset(self._token)
+            self._token = None
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current request id to each record that has none. Add it to your own handler
+    when corral runs inside your app with your logging set-up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            request_id = current_request_id.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +96,11 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = [f"{n}={getattr(record, n)}" for n in _CONTEXT_FIELDS if getattr(record, n, None)]
+        ids = [
+            f"{n}={value}"
+            for n in _CONTEXT_FIELDS
+            if (value := getattr(record, n, None)) is not None and value != ""
+        ]
         return f"{line} [{' '.join(ids)}]" if ids else line
 
 
@@ -72,6 +131,7 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     handler.addFilter(SecretLogFilter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -104,6 +105,48 @@ class Settings(BaseSettings):
     @property
     def dev_tokens_enabled(self) -> bool:
         return self.is_loopback if self.dev_tokens is None else self.dev_tokens
+
+    def summary(self) -> dict[str, object]:
+        """What a start-up log line shows: where the data is and the limits, never a secret
+        (passwords in URLs become ``***``; secrets and keys are only said to be set)."""
+        if self.auth:
+            identity = f"hook {self.auth}"
+        elif self.jwt_jwks_url:
+            identity = f"JWT (JWKS {hide_password(self.jwt_jwks_url)})"
+        elif self.jwt_public_key:
+            identity = f"JWT (public key {self.jwt_public_key})"
+        else:
+            identity = "JWT (HS256 secret)"
+        return {
+            "database": hide_password(self.resolved_database_url),
+            "redis": hide_password(self.redis_url) if self.redis_url else None,
+            "agents": ",".join(self.agents) or "built-in",
+            "identity": identity,
+            "secrets": self.secrets,
+            "executor": self.executor,
+            "max_running_per_user": self.max_running_per_user,
+            "max_queued_per_user": self.max_queued_per_user,
+            "max_running_total": self.max_running_total,
+            "run_timeout_s": self.run_timeout_s,
+            "allowed_hosts": ",".join(self.allowed_hosts) or None,
+            "allowed_origins": ",".join(self.allowed_origins) or None,
+            "metrics_token": "set" if self.metrics_token is not None else None,
+            "log_json": self.log_json,
+        }
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable URL)"
+    if not password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def load_secret(settings: Settings) -> str:

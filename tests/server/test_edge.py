@@ -270,6 +270,8 @@ async def _refused(server: LiveServer, head: bytes, status: int, code: str) -> N
         assert response.status == status, response
         assert response.json()["error"]["code"] == code
         assert response.json()["error"]["message"]
+        # Answered before the app, it still carries a request id (contract §13).
+        assert len(response.headers["x-request-id"]) == 32
         await conn.read_until_closed(SLACK)
 
 

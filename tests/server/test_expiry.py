@@ -84,8 +84,9 @@ async def test_commands_are_answered_until_the_expiry_and_refused_after_it(
         try:
             async with asyncio.timeout(TIMEOUT):
                 while True:  # request, answer, request...: paced by the server's answers
+                    sent_at = time.time()
                     await ws.send('{"type": "ping"}')
-                    answers.append({**orjson.loads(await ws.recv()), "at": time.time()})
+                    answers.append({**orjson.loads(await ws.recv()), "sent_at": sent_at})
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd is not None else None
 
@@ -97,7 +98,9 @@ async def test_commands_are_answered_until_the_expiry_and_refused_after_it(
     assert all(a["type"] == "pong" for a in pongs)
     assert (last["type"], last["code"]) == ("error", "unauthorized")
     valid_until = expiring_at + MAX_LEEWAY_S
-    assert all(a["at"] <= valid_until + 0.5 for a in pongs)  # no answer after the expiry
+    # No command sent after the expiry is answered (when an answer is read is up to this
+    # client's scheduling on a loaded machine; when the ping was sent is not).
+    assert all(a["sent_at"] <= valid_until + 0.5 for a in pongs)
 
 
 @sqlite_only

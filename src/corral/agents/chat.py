@@ -250,6 +250,7 @@ class Conversation:
                 max_tokens=max_tokens,
                 deadline=deadline,
                 on_retry=self._retrying,
+                tracer=self.ctx.tracer,
             )
         except LLMLimitExceeded as exc:
             raise AgentFailed(

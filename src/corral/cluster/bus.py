@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from corral.core.bus import Handler
 from corral.core.events import Event
+from corral.outage import Outage
 
 log = logging.getLogger("corral.cluster.bus")
 
@@ -66,6 +67,11 @@ class RedisEventBus:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self.on_gap: Callable[[], None] | None = None
+        self._outage = Outage(
+            log,
+            "Redis is unreachable: live events pause, sockets will resume from the store",
+            "Redis is reachable again; clients resume from the store",
+        )
 
     async def __aenter__(self) -> RedisEventBus:
         self._reader = asyncio.get_running_loop().create_task(
@@ -137,10 +143,9 @@ class RedisEventBus:
                 # The control channel also keeps the connection subscribed when no user is.
                 await pubsub.subscribe(CONTROL, *self._subs)
                 self._pubsub = pubsub
-                if not first:
-                    log.warning("reconnected to Redis; clients resume from the store")
-                    if self.on_gap is not None:
-                        self.on_gap()
+                self._outage.succeeded()
+                if not first and self.on_gap is not None:
+                    self.on_gap()
                 first = False
                 delay = 0.1
                 while True:
@@ -152,9 +157,7 @@ class RedisEventBus:
                 raise
             except (RedisError, OSError) as exc:
                 self._pubsub = None
-                log.warning(
-                    "Redis pub/sub lost (%s); retrying in %.1f s", type(exc).__name__, delay
-                )
+                self._outage.failed(f"{type(exc).__name__}; retrying every {delay:.1f} s or so")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:

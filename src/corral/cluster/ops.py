@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from corral.core.admission import Limits, Scheduler, Ticket
 from corral.core.events import Event
@@ -48,7 +49,7 @@ _RENEW = Q(
     "RETURNING runs.run_id, runs.cancel_reason"
 )
 _EXPIRED = Q(
-    f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('running', 'waiting') "
+    f"SELECT {RUN_COLUMNS}, lease_owner FROM runs WHERE status IN ('running', 'waiting') "
     "AND lease_until < :now ORDER BY run_id LIMIT 200 FOR UPDATE SKIP LOCKED"
 )
 _FENCE_OUT = Q("UPDATE runs SET attempt = attempt + 1, lease_owner = NULL WHERE run_id = :run_id")
@@ -123,7 +124,16 @@ class RenewLeases(Op[tuple[set[str], dict[str, str]]]):
         return {r for r, _a in self.leases} - kept, cancels
 
 
-class ReapExpired(Op[int]):
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A run ended because its lease expired, and the worker that held it."""
+
+    run_id: str
+    user_id: str
+    owner: str | None
+
+
+class ReapExpired(Op[list[Reaped]]):
     """End runs whose lease expired (their worker died or stalled) as ``interrupted``."""
 
     __slots__ = ("message",)
@@ -131,13 +141,15 @@ class ReapExpired(Op[int]):
     def __init__(self, message: str) -> None:
         self.message = message
 
-    def apply(self, sql: Sql, emitted: list[Event]) -> int:
-        rows = [RunRecord.from_row(r) for r in sql.all(_EXPIRED, {"now": time.time()})]
-        for run in rows:
+    def apply(self, sql: Sql, emitted: list[Event]) -> list[Reaped]:
+        reaped = []
+        for row in sql.all(_EXPIRED, {"now": time.time()}):
+            run = RunRecord.from_row(row[:-1])
             # Fence the old worker out before anything else is written.
             sql.execute(_FENCE_OUT, {"run_id": run.run_id})
             emitted.extend(interrupt(sql, run, self.message))
-        return len(rows)
+            reaped.append(Reaped(run.run_id, run.user_id, row[-1]))
+        return reaped
 
 
 class RequestCancel(Op[bool]):

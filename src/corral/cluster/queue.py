@@ -19,6 +19,7 @@ from corral.cluster.bus import RedisEventBus
 from corral.cluster.ops import ClaimRuns, ReapExpired, RenewLeases, RequestCancel, run_counts
 from corral.core.admission import Limits
 from corral.core.events import RunStatus
+from corral.outage import Outage
 from corral.runs.queue import Claim, Executor, Renewal
 from corral.store.ops import CancelQueued
 from corral.store.reads import Reads
@@ -29,6 +30,7 @@ log = logging.getLogger("corral.cluster.queue")
 
 WORK = b"work"
 CANCEL = b"cancel\n"
+MEMBER = b"member\n"  # + b"joined\n" or b"left\n" + the worker id
 REAP_EVERY_S = 1.0
 POLL_S = 1.0
 SETTLE_POLL_S = 0.05
@@ -62,6 +64,12 @@ class ClusterRunQueue:
         self._wake_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()  # wake-ups in flight (kept referenced)
+        self._reaping = Outage(log, "reaping expired leases failed", "reaping works again")
+        self._signalling = Outage(
+            log,
+            "could not publish to Redis; workers still poll for work every second",
+            "publishing to Redis works again",
+        )
 
     async def __aenter__(self) -> ClusterRunQueue:
         self._bus.on_control(self._on_control)
@@ -69,6 +77,9 @@ class ClusterRunQueue:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            log.info("worker %s leaves the cluster", self._owner, extra={"worker_id": self._owner})
+            self._send(MEMBER + b"left\n" + self._owner.encode())
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
@@ -78,7 +89,10 @@ class ClusterRunQueue:
         return self._lease_s
 
     def attach(self, executor: Executor) -> None:
+        """This node's worker; every node of the cluster logs that it joined."""
         self._executor = executor
+        log.info("worker %s joins the cluster", self._owner, extra={"worker_id": self._owner})
+        self._send(MEMBER + b"joined\n" + self._owner.encode())
 
     async def submit(self, run: RunRecord) -> None:
         self._wake_everyone()
@@ -142,14 +156,21 @@ class ClusterRunQueue:
 
     def _send_wake(self) -> None:
         self._wake_pending = False
-        task = asyncio.get_running_loop().create_task(self._bus.publish_control(WORK))
+        self._send(WORK)
+
+    def _send(self, message: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._bus.publish_control(message))
         self._sends.add(task)
         task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not publish a wake-up (%s)", task.exception())
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._signalling.failed(task.exception())
+        else:
+            self._signalling.succeeded()
 
     def _on_control(self, message: bytes) -> None:
         if message == WORK:
@@ -157,6 +178,10 @@ class ClusterRunQueue:
         elif message.startswith(CANCEL) and self._executor is not None:
             run_id, _, reason = message[len(CANCEL) :].decode(errors="replace").partition("\n")
             self._executor.cancel(run_id, reason)
+        elif message.startswith(MEMBER):
+            change, _, worker_id = message[len(MEMBER) :].decode(errors="replace").partition("\n")
+            if worker_id != self._owner:  # this node logged its own change already
+                log.info("cluster: worker %s %s", worker_id, change, extra={"worker_id": worker_id})
 
     async def _reap(self) -> None:
         while True:
@@ -168,8 +193,14 @@ class ClusterRunQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("reaping failed (%s); retrying", exc)
+                self._reaping.failed(exc)
                 continue
+            self._reaping.succeeded()
+            for run in reaped:
+                log.warning(
+                    "lease lost: worker %s stopped renewing it; the run ends as interrupted",
+                    run.owner or "?",
+                    extra={"user_id": run.user_id, "run_id": run.run_id, "worker_id": run.owner},
+                )
             if reaped:
-                log.warning("interrupted %d run(s) whose lease expired", reaped)
                 self._wake_everyone()

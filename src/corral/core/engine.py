@@ -28,6 +28,7 @@ from corral.core.masking import Emission, EventMasker
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.core.secrets import SecretRedactor, redacting
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
+from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import (
     AgentFailed,
     IllegalTransition,
@@ -131,6 +132,12 @@ class RunContext:
     def cancel_requested(self) -> bool:
         return self._engine.cancel_reason is not None
 
+    @property
+    def tracer(self) -> Tracer:
+        """Spans for this run's own steps (``with ctx.tracer.span("my.step"):``), children of
+        its ``corral.run`` span; a tracer that records nothing when tracing is off."""
+        return self._engine.tracer
+
     async def thread_history(self) -> list[dict[str, Any]]:
         """The earlier runs of this thread — this user's only — oldest first.
 
@@ -181,6 +188,7 @@ class IsolatedExecutionEngine:
         history_loader: ThreadHistory | None = None,
         identity: Identity | None = None,
         secrets: SecretSource | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         if identity is not None and identity.user_id != context.user_id:
             raise OwnershipError(context.user_id, identity.user_id, "the identity of a run")
@@ -190,11 +198,13 @@ class IsolatedExecutionEngine:
         self._secrets = secrets
         self.redactor = SecretRedactor()
         self._masker = EventMasker(self.redactor)
+        self.tracer = tracer
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
         self._default_timeout_s = default_timeout_s
         self._seq = 0
+        self._agent = ""
         self._state = EngineState.CREATED
         self._terminal_sent = False
         self._open_calls: set[str] = set()
@@ -203,7 +213,9 @@ class IsolatedExecutionEngine:
         self.deadline: float | None = None
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
-        self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+        self.tools = UnifiedToolExecutionEngine(
+            context, registry, self.emit, tracer=tracer, **tool_kwargs
+        )
         self.run_context = RunContext(self)
         self.tools.run_context = self.run_context
 
@@ -272,6 +284,7 @@ class IsolatedExecutionEngine:
             seq=self._seq,
             data=data,
             user_id=self.context.user_id,
+            agent=self._agent,
         )
         self.history.append(event)
         return self._sink.emit(event)
@@ -296,6 +309,7 @@ class IsolatedExecutionEngine:
         if self._state is not EngineState.CREATED:
             raise IllegalTransition("engine.run", EngineState.CREATED.value, self._state.value)
         self._state = EngineState.RUNNING
+        self._agent = agent
         try:
             return await self._run(agent, input)
         finally:

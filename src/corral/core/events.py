@@ -93,6 +93,8 @@ class Event:
     ts: str = field(default_factory=now_ts)
     # Wall-clock emission time (seconds), for the delivery-latency metric; never serialized.
     emitted_at: float = field(default_factory=time.time, compare=False)
+    # The run's agent, for the per-run log line (corral.runlog); never serialized.
+    agent: str = field(default="", compare=False)
 
     @property
     def terminal(self) -> bool:

@@ -14,6 +14,7 @@ from corral.core.admission import Limits, Scheduler, Ticket, TicketState
 from corral.core.context import UserExecutionContext
 from corral.core.engine import EventSink, IsolatedExecutionEngine, SecretSource, ThreadHistory
 from corral.core.registry import AgentRegistry
+from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import AdmissionError
 
 log = logging.getLogger("corral.factory")
@@ -87,12 +88,14 @@ class ExecutionEngineFactory:
         history_limit: int = 256,
         history_loader: ThreadHistory | None = None,
         secrets: SecretSource | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
         self._history_loader = history_loader
         self._secrets = secrets
+        self.tracer = tracer
         self._scheduler = Scheduler(self.limits)
         self._leases: dict[str, _Lease] = {}  # run_id -> reservation
 
@@ -122,6 +125,7 @@ class ExecutionEngineFactory:
             history_loader=self._history_loader,
             identity=identity,
             secrets=self._secrets,
+            tracer=self.tracer,
         )
 
     def engine_for(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from corral.core.context import UserExecutionContext
 from corral.core.events import EventType, plain_json, redact, redact_text
 from corral.core.registry import AgentRegistry
+from corral.core.tracing import NO_SPAN, NO_TRACER, Tracer
 from corral.errors import ToolCallError, UnknownToolError
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class UnifiedToolExecutionEngine:
     ``timeout``) and cancellation of the run (status ``error``, then the cancellation goes on).
     Not shared between runs: ``call_id`` values are unique within this engine's run.
     ``run_context`` is what a tool declaring a ``corral.RunContext`` parameter receives (the
-    run's engine sets it); a tool engine without one refuses such tools.
+    run's engine sets it); a tool engine without one refuses such tools. With a ``tracer``, each
+    call is a ``corral.tool`` span (its name, call id and status; never its arguments or result).
     """
 
     def __init__(
@@ -54,11 +56,13 @@ class UnifiedToolExecutionEngine:
         emit: EmitFunc,
         *,
         default_timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.context = context
         self._registry = registry
         self._emit = emit
         self._default_timeout_s = default_timeout_s
+        self._tracer = tracer
         self._call_numbers = itertools.count(1)
         self.run_context: RunContext | None = None
 
@@ -79,7 +83,23 @@ class UnifiedToolExecutionEngine:
         status, result, shown, error = "error", None, None, None
         cancelled = False
         try:
-            status, result, shown, error = await self._invoke(tool_name, args)
+            span_context = (
+                self._tracer.span(
+                    "corral.tool",
+                    {
+                        "corral.tool": tool_name,
+                        "corral.call_id": call_id,
+                        "corral.run_id": self.context.run_id,
+                    },
+                )
+                if self._tracer.enabled
+                else NO_SPAN
+            )
+            with span_context as span:
+                status, result, shown, error = await self._invoke(tool_name, args)
+                span.set_attribute("corral.tool.status", status)
+                if error is not None:
+                    span.set_error(error["type"])
         except asyncio.CancelledError:
             cancelled = True
             status, error = "error", {"type": "cancelled", "message": "the run was cancelled"}

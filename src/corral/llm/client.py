@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from corral.core.tracing import NO_SPAN, NO_TRACER, Span, Tracer
 from corral.llm.config import LLMSettings
 from corral.llm.errors import (
     LLMError,
@@ -112,6 +113,7 @@ class ChatModel:
         max_tokens: int | None = None,
         deadline: float | None = None,
         on_retry: RetryCallback | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> Completion:
         """Stream one response: ``await on_text(text)`` for each piece of text as it arrives.
 
@@ -124,8 +126,47 @@ class ChatModel:
         gone to ``on_text``, since text already delivered cannot be taken back. ``deadline``
         (``loop.time()``) bounds the whole call, waits included: past it,
         :class:`LLMLimitExceeded`. Cancellation closes the HTTP response at once and propagates.
+
+        With a ``tracer`` (a run's: ``ctx.tracer``) the call is a ``corral.llm`` span — the
+        model, the server, retries, the finish reason and token count, never the messages or
+        the answer; an error that ends the call marks it failed — and the request carries its
+        ``traceparent`` to the model server.
         """
+        span_context = (
+            tracer.span(
+                "corral.llm",
+                {
+                    "gen_ai.request.model": self.settings.model or "",
+                    "server.address": self.display_url,
+                },
+                kind="client",
+            )
+            if tracer.enabled
+            else NO_SPAN
+        )
+        with span_context as span:
+            completion = await self._complete(
+                messages, on_text, tools, tool_choice, max_tokens, deadline, on_retry, tracer, span
+            )
+            span.set_attribute("gen_ai.response.finish_reasons", completion.finish_reason or "")
+            span.set_attribute("gen_ai.usage.output_tokens", completion.tokens)
+            return completion
+
+    async def _complete(
+        self,
+        messages: list[dict[str, Any]],
+        on_text: TextCallback,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any] | None,
+        max_tokens: int | None,
+        deadline: float | None,
+        on_retry: RetryCallback | None,
+        tracer: Tracer,
+        span: Span,
+    ) -> Completion:
         body = self._body(messages, tools, tool_choice, max_tokens)
+        traceparent = tracer.traceparent()
+        headers = {"traceparent": traceparent} if traceparent is not None else None
         loop = asyncio.get_running_loop()
         delivered = False
 
@@ -138,7 +179,7 @@ class ChatModel:
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._attempt(body, deliver, max_tokens)
+                    return await self._attempt(body, deliver, max_tokens, headers)
             except TimeoutError:
                 raise LLMLimitExceeded(
                     f"the model at {self.display_url} did not finish within the run's model "
@@ -151,6 +192,7 @@ class ChatModel:
                 if deadline is not None and loop.time() + wait >= deadline:
                     raise
                 retries += 1
+                span.set_attribute("corral.llm.retries", retries)
                 log.warning(
                     "model request failed (%s); retry %d of %d in %.2f s",
                     type(exc).__name__,
@@ -198,13 +240,17 @@ class ChatModel:
         return backoff * random.uniform(0.5, 1.0)  # jitter: retries of many runs spread out
 
     async def _attempt(
-        self, body: dict[str, Any], on_text: TextCallback, max_tokens: int | None
+        self,
+        body: dict[str, Any],
+        on_text: TextCallback,
+        max_tokens: int | None,
+        headers: dict[str, str] | None = None,
     ) -> Completion:
         limit = max_tokens or self.settings.max_tokens
         try:
             async with (
                 self._borrow() as client,
-                client.stream("POST", self.url, json=body) as response,
+                client.stream("POST", self.url, json=body, headers=headers) as response,
             ):
                 if response.status_code != 200:
                     raise await self._status_error(response)

@@ -103,13 +103,19 @@ class RunService:
         return self.registry.agents_for(identity.roles)
 
     async def start(
-        self, identity: Identity, request: RunRequest, idempotency_key: str | None = None
+        self,
+        identity: Identity,
+        request: RunRequest,
+        idempotency_key: str | None = None,
+        *,
+        trace: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate, store and queue one run for ``identity``. Returns (run, created): created
         is False when an idempotency key's retry returned the earlier run.
 
         The identity (roles, claims) is stored with the run, so the worker that executes it —
-        on any node — gives the agent the same ``ctx.identity``.
+        on any node — gives the agent the same ``ctx.identity``. ``trace`` (a W3C
+        ``traceparent``) is stored with the run: its worker continues that trace.
         """
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down; retry on another node")
@@ -153,6 +159,7 @@ class RunService:
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
             identity=_storable(identity),
+            trace=trace,
         )
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:

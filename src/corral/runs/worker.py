@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 from corral.auth.identity import Identity
 from corral.core.context import UserExecutionContext, new_id
-from corral.core.engine import IsolatedExecutionEngine
+from corral.core.engine import IsolatedExecutionEngine, RunOutcome
+from corral.core.events import RunStatus
 from corral.core.factory import ExecutionEngineFactory
+from corral.core.tracing import NO_SPAN, Span
 from corral.errors import ContextError
+from corral.outage import Outage
 from corral.runs.queue import Claim, RunQueue
 from corral.store.records import RunRecord
 from corral.store.writer import EventWriter
@@ -81,6 +84,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._claiming = Outage(log, "could not claim runs", "claiming runs works again")
+        self._renewing = Outage(log, "could not renew leases", "renewing leases works again")
 
     @staticmethod
     def new_id() -> str:
@@ -147,9 +152,10 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("could not claim runs (%s); retrying", exc)
+                self._claiming.failed(exc)
                 await asyncio.sleep(0.5)
                 continue
+            self._claiming.succeeded()
             loop = asyncio.get_running_loop()
             for claim in claims:
                 run_id = claim.run.run_id
@@ -171,7 +177,21 @@ class Worker:
             entry.engine = engine
             if entry.cancel_reason is not None:
                 engine.cancel(entry.cancel_reason)
-            await engine.run(run.agent, run.input)
+            # The run's span continues the trace of the request that started it (stored with
+            # the run, so on any node); tool and model spans nest under it through the context
+            # the agent's task inherits.
+            tracer = self.factory.tracer
+            span_context = (
+                tracer.span(
+                    "corral.run",
+                    {"corral.run_id": run.run_id, "corral.agent": run.agent},
+                    parent=run.trace,
+                )
+                if tracer.enabled
+                else NO_SPAN
+            )
+            with span_context as span:
+                _outcome_on(span, await engine.run(run.agent, run.input))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -199,11 +219,21 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("could not renew leases (%s); retrying", exc)
+                self._renewing.failed(exc)
                 continue
+            self._renewing.succeeded()
             for run_id in renewal.lost:
                 if run_id in self._running:
-                    log.warning("lease lost; stopping the run here", extra={"run_id": run_id})
+                    log.warning(
+                        "lease lost (another process took the run over); stopping it here",
+                        extra={"run_id": run_id, "worker_id": self.worker_id},
+                    )
                     self.cancel(run_id, "the worker lost its lease")
             for run_id, reason in renewal.cancels.items():
                 self.cancel(run_id, reason)
+
+
+def _outcome_on(span: Span, outcome: RunOutcome) -> None:
+    span.set_attribute("corral.status", outcome.status.value)
+    if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        span.set_error((outcome.error or {}).get("type", outcome.status.value))

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from corral.assembly import open_parts
 from corral.auth.factory import authenticator_from, dev_token_secret
@@ -31,12 +33,15 @@ from corral.server.assets import asset_routes
 from corral.server.errors import answer_for
 from corral.server.hosts import HostGuard, HostPolicy
 from corral.server.openapi import build_openapi
+from corral.server.request_id import RequestIdMiddleware
 from corral.server.routes import OPERATIONS
 from corral.server.runtime import Runtime
 from corral.server.signin import SignIn
+from corral.server.tracing import HttpTracingMiddleware
 from corral.server.ws import websocket_endpoint
 from corral.settings import Settings
 from corral.store.ops import PurgeIdempotencyKeys
+from corral.telemetry import tracing_configured
 
 log = logging.getLogger("corral.server")
 
@@ -53,10 +58,11 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
     # The one authenticator of every front door (HTTP, SSE, WebSocket). It is closed last:
     # sockets it signed in are closed (begin_shutdown) before its JWKS client goes.
     authenticator = authenticator_from(settings)
+    role = "server" if settings.executor else "api-node"
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(authenticator.aclose)
         parts = await stack.enter_async_context(
-            open_parts(settings, registry, execute=settings.executor)
+            open_parts(settings, registry, execute=settings.executor, role=role)
         )
         metrics = parts.metrics
         pool = WebSocketConnectionPool(settings.max_connections_per_user)
@@ -102,13 +108,30 @@ async def _housekeeping(runtime: Runtime) -> None:
                 log.warning("purging old idempotency keys failed (%s)", exc)
 
 
+class CorralApp(Starlette):
+    """Starlette with corral's outermost layers around everything, Starlette's error
+    handling included, so that a 500 carries its request id and ends its span too."""
+
+    def __init__(self, *, traced: bool, **kwargs: Any) -> None:
+        self._traced = traced
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if self._traced:
+            app = HttpTracingMiddleware(app)
+        return RequestIdMiddleware(app)
+
+
 def create_app(
     settings: Settings | None = None, registry: AgentRegistry | None = None
 ) -> Starlette:
     """The corral ASGI app. Nothing stateful exists until its lifespan starts.
 
-    To mount it inside another app, run its lifespan from yours:
-    ``async with corral_app.router.lifespan_context(corral_app): yield``.
+    To mount it inside another app (``app.mount("/agents", corral_app)``), run its lifespan
+    from yours: ``async with corral_app.router.lifespan_context(corral_app): yield`` (README,
+    "Mount corral in your app"). Every URL the page, its script and its socket use is relative
+    to where the app is mounted.
     """
     settings = settings or Settings()
 
@@ -151,11 +174,16 @@ def create_app(
                     "Content-Type",
                     "Idempotency-Key",
                     "Last-Event-ID",
+                    "X-Request-ID",
+                    "traceparent",
+                    "tracestate",
                 ],
+                expose_headers=["X-Request-ID"],
                 max_age=600,
             )
         )
-    app = Starlette(
+    app = CorralApp(
+        traced=tracing_configured(),
         routes=[
             *routes_for(OPERATIONS),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -36,6 +36,7 @@ from uvicorn.server import ServerState
 from websockets.exceptions import SecurityError
 
 from corral.server.errors import error_answer
+from corral.server.request_id import new_request_id
 from corral.settings import Settings
 
 log = logging.getLogger("corral.edge")
@@ -142,6 +143,13 @@ BAD_UPGRADE = error_response(
     "bad_request",
     "this is not a valid WebSocket upgrade: send GET with the headers of RFC 6455",
 )
+
+
+def with_request_id(answer: bytes) -> bytes:
+    """A whole answer of :func:`error_response` with a new ``x-request-id`` header: answers
+    made here, before the app, carry one like every other response (contract §13)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head + b"\r\nx-request-id: " + new_request_id().encode() + b"\r\n\r\n" + body
 
 
 def _drop(transport: asyncio.Transport) -> None:
@@ -260,7 +268,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, answer: bytes) -> None:
         self._disarm()
-        self.transport.write(answer)
+        self.transport.write(with_request_id(answer))
         self.transport.close()
 
     def _arm(self) -> None:
@@ -325,7 +333,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             # uvicorn never writes; answer in the contract's shape and close.
             answer = HEADERS_TOO_LARGE if isinstance(failure, SecurityError) else BAD_UPGRADE
             self.close_sent = True
-            self.transport.write(answer)
+            self.transport.write(with_request_id(answer))
             self.transport.close()
 
     def _handshake_expired(self) -> None:

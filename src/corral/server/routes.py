@@ -22,6 +22,7 @@ from corral.server.params import Body, int_param, read_body, str_param
 from corral.server.runtime import runtime_of
 from corral.server.schemas import AgentList, ErrorBody, EventList, Me, RunList, RunObject
 from corral.server.sse import stream_run
+from corral.server.tracing import run_trace
 from corral.store.records import ROW_CURSOR_PATTERN, decode_row_cursor
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
@@ -99,7 +100,8 @@ async def create_run(request: Request) -> Response:
     user = await runtime.authenticate(request)
     key = IDEMPOTENCY_KEY.get(request)
     body = await read_body(request, RunRequest, runtime.settings.max_body_bytes)
-    record, created = await runtime.service.start(user, body, key)
+    trace = run_trace(request, runtime.parts.tracer)
+    record, created = await runtime.service.start(user, body, key, trace=trace)
     if created:
         runtime.metrics.runs_submitted.labels("http").inc()
     return json_response(record.to_api(), 202 if created else 200)

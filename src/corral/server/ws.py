@@ -184,6 +184,7 @@ class _Session:
         self.conn = conn
         self.identity = identity
         self.user_id = conn.user_id
+        self._expiring = False
 
     async def serve(self) -> None:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.INBOX)
@@ -207,8 +208,12 @@ class _Session:
         return self.runtime.signin.expired(self.identity)
 
     async def _expire(self) -> None:
-        """Tell the client its sign-in expired, then close with 1008 once that is written."""
-        self.conn.offer(error_message("unauthorized", EXPIRED))
+        """Tell the client its sign-in expired, then close with 1008 once that is written.
+        Both the reader (at the deadline) and the handler (a command read just before it) may
+        get here: the client is told once."""
+        if not self._expiring:
+            self._expiring = True
+            self.conn.offer(error_message("unauthorized", EXPIRED))
         await self.conn.close_when_sent(CLOSE_POLICY, "sign-in expired", EXPIRY_FLUSH_S)
 
     async def _read(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:

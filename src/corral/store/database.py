@@ -35,6 +35,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from corral.errors import ConfigurationError, InvalidRequest, StoreUnavailable
+from corral.outage import Outage
 from corral.store.sql import Dialect, Sql
 
 log = logging.getLogger("corral.store")
@@ -102,9 +103,12 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _reraise(exc: Exception) -> NoReturn:
-    """Raise what ``exc`` means to corral (itself when it is a bug)."""
+def _reraise(exc: Exception, outage: Outage | None = None) -> NoReturn:
+    """Raise what ``exc`` means to corral (itself when it is a bug); a database out of
+    reach is noted on ``outage`` (logged once, not once per try)."""
     translated = translate(exc)
+    if outage is not None and type(translated) is StoreUnavailable:
+        outage.failed(translated)
     if translated is exc:
         raise exc
     raise translated from exc
@@ -280,6 +284,9 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        self.outage = Outage(
+            log, "PostgreSQL is unreachable", "PostgreSQL is reachable again; storing goes on"
+        )
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -311,13 +318,17 @@ class PostgresDatabase(Database):
     async def read(self, fn: Callable[[Sql], T]) -> T:
         try:
             async with self.engine.connect() as conn:
-                return await conn.run_sync(self._run, fn)
+                result = await conn.run_sync(self._run, fn)
         except Exception as exc:
-            _reraise(exc)
+            _reraise(exc, self.outage)
+        self.outage.succeeded()
+        return result
 
     async def write(self, fn: Callable[[Sql], T]) -> T:
         try:
             async with self.engine.begin() as conn:
-                return await conn.run_sync(self._run, fn)
+                result = await conn.run_sync(self._run, fn)
         except Exception as exc:
-            _reraise(exc)
+            _reraise(exc, self.outage)
+        self.outage.succeeded()
+        return result

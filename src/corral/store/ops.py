@@ -197,7 +197,7 @@ class CancelQueued(Op["Event | None"]):
         )
         if row is None:
             return None
-        thread_id, seq = row[0], int(row[1])
+        thread_id, seq, agent = row[0], int(row[1]), row[2]
         event = Event(
             type=EventType.AGENT_CANCELLED,
             run_id=self.run_id,
@@ -206,6 +206,7 @@ class CancelQueued(Op["Event | None"]):
             data={"reason": self.reason},
             user_id=self.user_id,
             ts=ts,
+            agent=agent,
         )
         insert_events(sql, [event])
         sql.execute(S.TOUCH_THREAD, {"thread_id": thread_id, "ts": ts})
@@ -257,6 +258,7 @@ def interrupt(sql: Sql, run: RunRecord, message: str) -> list[Event]:
                 user_id=run.user_id,
                 data={**data, "duration_ms": 0},
                 ts=ts,
+                agent=run.agent,
             )
         )
     # A run that never started gets only this terminal event (seq 1).
@@ -268,6 +270,7 @@ def interrupt(sql: Sql, run: RunRecord, message: str) -> list[Event]:
         data={"error": error, "duration_ms": 0},
         user_id=run.user_id,
         ts=ts,
+        agent=run.agent,
     )
     events.append(terminal)
     changed = sql.execute(

@@ -90,7 +90,7 @@ CANCEL_QUEUED = Q(
     "UPDATE runs SET status = 'cancelled', error = :error, finished_at = :ts, "
     "last_seq = last_seq + 1, attempt = attempt + 1 "
     "WHERE run_id = :run_id AND user_id = :user_id AND status = 'queued' "
-    "RETURNING thread_id, last_seq"
+    "RETURNING thread_id, last_seq, agent"
 )
 
 # -- threads --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from corral.core.events import Event, EventType
 from corral.errors import FencedError, RequestError, StoreError, StoreUnavailable
+from corral.outage import Outage
 from corral.store import statements as S
 from corral.store.database import Database
 from corral.store.ops import Op, finish_params
@@ -86,6 +87,11 @@ class EventWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._publishing = Outage(
+            log,
+            "publishing stored events failed; clients catch up from the store",
+            "publishing events works again",
+        )
 
     async def __aenter__(self) -> EventWriter:
         if self._task is None:
@@ -200,7 +206,8 @@ class EventWriter:
                     raise
                 if self._closing and waited >= self._close_timeout_s:
                     raise
-                log.warning("database write failed (%s); retrying in %.2f s", exc, delay)
+                # The database logs its own outage once; this is one retry of many.
+                log.debug("database write failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 1.0)
@@ -235,7 +242,9 @@ class EventWriter:
                 await self._publish(emitted)
             except Exception as exc:
                 # Stored is what counts; subscribers catch up by resuming from the store.
-                log.warning("publishing %d event(s) failed: %s", len(emitted), exc)
+                self._publishing.failed(f"{len(emitted)} event(s): {exc}")
+            else:
+                self._publishing.succeeded()
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.done.done():
                 continue

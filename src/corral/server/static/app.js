@@ -8,6 +8,10 @@
 /* Constants                                                            */
 /* ------------------------------------------------------------------ */
 
+// Where corral is mounted (contract §13): this module is <root>/static/app.js, so the root is
+// one folder up from its own URL. Every API call and the socket are made relative to it, so the
+// page works unchanged at / or under a prefix such as /agents/.
+const ROOT = new URL('../', import.meta.url);
 const TOKEN_KEY = 'corral.token';
 // Signed in by the server's sign-in hook from the browser's own cookie: no token is sent.
 const COOKIE_SESSION = 'cookie-session';
@@ -266,7 +270,7 @@ async function api(method, path, body, options = {}) {
   const session = state.session;
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(new URL(path.replace(/^\//, ''), ROOT), {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -447,8 +451,9 @@ function setConn(stateName, detail) {
 /* ------------------------------------------------------------------ */
 
 function wsUrl() {
-  const proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${window.location.host}/v1/ws`;
+  const url = new URL('v1/ws', ROOT);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
 }
 
 function isLive() {
