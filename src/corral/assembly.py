@@ -13,13 +13,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from corral.cluster.bus import RedisEventBus
 from corral.cluster.queue import ClusterRunQueue
 from corral.core.admission import Limits
 from corral.core.bus import EventBus, InProcessEventBus
-from corral.core.context import UserExecutionContext
 from corral.core.events import Event
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.monitor import EventMonitor
@@ -28,6 +26,7 @@ from corral.errors import ConfigurationError
 from corral.metrics import Metrics
 from corral.runs.queue import InProcessRunQueue, RunQueue
 from corral.runs.service import RunService
+from corral.runs.threads import StoredThreadMemory, ThreadService
 from corral.runs.worker import Worker
 from corral.settings import Settings
 from corral.store.database import Database, is_sqlite, open_database
@@ -48,6 +47,7 @@ class Parts:
     queue: RunQueue
     factory: ExecutionEngineFactory
     service: RunService
+    threads: ThreadService
     metrics: Metrics
     monitor: EventMonitor
     worker: Worker | None
@@ -65,6 +65,7 @@ def limits_of(settings: Settings) -> Limits:
         max_running_total=settings.max_running_total,
         run_timeout_s=settings.run_timeout_s,
         tool_timeout_s=settings.tool_timeout_s,
+        input_timeout_s=settings.input_timeout_s,
     )
 
 
@@ -128,15 +129,11 @@ async def open_parts(
             )
         else:
             queue = await stack.enter_async_context(InProcessRunQueue(writer, limits))
-
-        async def thread_history(context: UserExecutionContext) -> list[dict[str, Any]]:
-            runs = await reads.thread_history(context.user_id, context.thread_id, context.run_id)
-            return [r.to_api() for r in runs]
-
-        factory = ExecutionEngineFactory(registry, limits, history_loader=thread_history)
+        factory = ExecutionEngineFactory(registry, limits, threads=StoredThreadMemory(reads))
         service = RunService(
             registry=registry, reads=reads, writer=writer, queue=queue, limits=limits
         )
+        threads = ThreadService(reads=reads, writer=writer, queue=queue)
         worker = None
         if execute:
             worker = await stack.enter_async_context(
@@ -144,6 +141,7 @@ async def open_parts(
                     queue,
                     writer,
                     factory,
+                    reads,
                     grace_s=settings.shutdown_grace_s,
                     worker_id=worker_id,
                 )
@@ -158,6 +156,7 @@ async def open_parts(
             queue=queue,
             factory=factory,
             service=service,
+            threads=threads,
             metrics=metrics,
             monitor=monitor,
             worker=worker,

@@ -165,6 +165,7 @@ async def test_openapi_documents_the_post_runs_body_and_its_answers(server) -> N
     assert set(status["enum"]) == {
         "queued",
         "running",
+        "waiting",
         "succeeded",
         "failed",
         "cancelled",

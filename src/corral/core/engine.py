@@ -7,17 +7,21 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from corral.core.asking import DEFAULT_INPUT_TIMEOUT_S, InputGate, LocalInputGate, Questions
 from corral.core.context import UserExecutionContext
+from corral.core.deadline import RunDeadline
 from corral.core.events import (
     Event,
     EventType,
     RunStatus,
+    dumps,
+    loads,
     plain_json,
     redact,
     redact_text,
@@ -25,11 +29,13 @@ from corral.core.events import (
 )
 from corral.core.registry import AgentRegistry, AgentSpec
 from corral.core.tools import UnifiedToolExecutionEngine, _emit_even_if_cancelled
-from corral.errors import AgentFailed, IllegalTransition, ToolCallError, UnknownAgentError
+from corral.errors import AgentFailed, IllegalTransition, RunError, ToolCallError, UnknownAgentError
 
 log = logging.getLogger("corral.engine")
 
 DEFAULT_HISTORY_LIMIT = 256
+MAX_STATE_BYTES = 1024 * 1024  # a thread's state, as JSON (contract §10)
+MAX_THREAD_HISTORY = 1000
 
 
 class EventSink(Protocol):
@@ -43,8 +49,16 @@ class EventSink(Protocol):
     def emit(self, event: Event) -> Awaitable[None]: ...
 
 
-ThreadHistory = Callable[[UserExecutionContext], Awaitable[list[dict[str, Any]]]]
-"""Loads the earlier runs of a context's thread (owner-scoped), oldest first."""
+class ThreadMemory(Protocol):
+    """What a run may read of its thread (owner-scoped): earlier runs and the saved state."""
+
+    async def history(self, context: UserExecutionContext, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` runs of the thread made before this one: the latest, oldest first."""
+        ...
+
+    async def state(self, context: UserExecutionContext) -> dict[str, Any]:
+        """The thread's state as its last successful run left it (``{}`` for a new thread)."""
+        ...
 
 
 class EngineState(enum.Enum):
@@ -87,7 +101,8 @@ class RunContext:
 
     @property
     def deadline(self) -> float | None:
-        """The run's deadline on the event loop's clock (``loop.time()``), or None."""
+        """The run's deadline on the event loop's clock (``loop.time()``), or None. Time spent
+        waiting for input does not count: while the run waits, the deadline moves later."""
         return self._engine.deadline
 
     def remaining_s(self) -> float | None:
@@ -98,14 +113,55 @@ class RunContext:
     def cancel_requested(self) -> bool:
         return self._engine.cancel_reason is not None
 
-    async def thread_history(self) -> list[dict[str, Any]]:
-        """The earlier runs of this thread — this user's only — oldest first.
+    async def thread_history(self, limit: int = 50) -> list[dict[str, Any]]:
+        """At most ``limit`` earlier runs of this thread — this user's only — the latest ones,
+        oldest first.
 
         Each item is a run object (``agent``, ``input``, ``output``, ``status``...). Empty when
-        the engine was made without a history loader (plain-Python use).
+        the engine was made without thread memory (plain-Python use).
         """
-        loader = self._engine.history_loader
-        return [] if loader is None else await loader(self.context)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number from 1 to {MAX_THREAD_HISTORY}")
+        threads = self._engine.threads
+        if threads is None:
+            return []
+        return await threads.history(self.context, min(limit, MAX_THREAD_HISTORY))
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The thread's state: a JSON object, ``{}`` for a new thread, as the last run of the
+        thread that succeeded left it — or as this run last set it. Change it only through
+        :meth:`set_state`; editing the returned dict in place saves nothing."""
+        return self._engine.thread_state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the thread's state with ``state`` (a JSON object of at most 1 MiB).
+
+        Saved only when this run succeeds, in the same transaction as its ``agent_completed``;
+        a run that fails, is cancelled or is interrupted leaves the thread's state as it was.
+        Raises :class:`TypeError` or :class:`ValueError` at once for a state that cannot be kept.
+        """
+        self._engine.set_state(state)
+
+    async def ask(
+        self,
+        prompt: str,
+        schema: dict[str, Any] | type[BaseModel] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Ask the run's user and wait for the answer (contract §9).
+
+        Emits ``input_requested`` and waits — the run's status is ``waiting``, it holds no
+        running slot, and the time does not count toward its timeout — until the user answers
+        (``input_received``) and a running slot is free again. ``schema`` is a JSON Schema dict
+        or a pydantic model class; answers that fail it are refused to the user (422), so the
+        returned value always matches it (with a model, it is an instance of the model).
+
+        Raises :class:`corral.InputTimeout` when no answer comes within ``timeout_s`` (default
+        ``CORRAL_INPUT_TIMEOUT_S``). Cancelling the run while it waits ends the wait at once.
+        One question at a time: asking again before the first is answered is an error.
+        """
+        return await self._engine.questions.ask(prompt, schema, timeout_s)
 
     async def think(
         self, text: str, *, step: int | None = None, total_steps: int | None = None
@@ -142,10 +198,14 @@ class IsolatedExecutionEngine:
         default_timeout_s: float | None = None,
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
-        history_loader: ThreadHistory | None = None,
+        threads: ThreadMemory | None = None,
+        input_gate: InputGate | None = None,
+        input_timeout_s: float = DEFAULT_INPUT_TIMEOUT_S,
     ) -> None:
         self.context = context
-        self.history_loader = history_loader
+        self.threads = threads
+        self.thread_state: dict[str, Any] = {}
+        self._new_state: bytes | None = None  # JSON of set_state, saved with agent_completed
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
@@ -156,10 +216,17 @@ class IsolatedExecutionEngine:
         self._open_calls: set[str] = set()
         self.history: deque[Event] = deque(maxlen=history_limit)
         self.cancel_reason: str | None = None
-        self.deadline: float | None = None
+        self._deadline = RunDeadline()
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
         self.tools = UnifiedToolExecutionEngine(context, registry, self.emit, **tool_kwargs)
+        # Without a gate of the server's, questions are answered in memory (input_gate.answer).
+        gate = input_gate if input_gate is not None else LocalInputGate()
+        self.questions = Questions(self.emit, gate, self._deadline, input_timeout_s)
+
+    @property
+    def input_gate(self) -> InputGate:
+        return self.questions.gate
 
     @property
     def state(self) -> EngineState:
@@ -169,9 +236,15 @@ class IsolatedExecutionEngine:
     def last_seq(self) -> int:
         return self._seq
 
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline.deadline
+
     # -- events -------------------------------------------------------------------------------
 
-    def emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
+    def emit(
+        self, type_: EventType, data: dict[str, Any], *, thread_state: bytes | None = None
+    ) -> Awaitable[None]:
         """Number and hand one event to the sink (lifecycle rules of contract §4 enforced).
 
         Synchronous up to the sink's acceptance, so events keep the order of the calls even
@@ -195,9 +268,30 @@ class IsolatedExecutionEngine:
             seq=self._seq,
             data=data,
             user_id=self.context.user_id,
+            thread_state=thread_state,
         )
         self.history.append(event)
         return self._sink.emit(event)
+
+    # -- thread state ---------------------------------------------------------------------------
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """:meth:`RunContext.set_state`: keep a private copy, saved with ``agent_completed``."""
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"the thread state is a JSON object (a dict), not {type(state).__name__}"
+            )
+        try:
+            raw = dumps(state)
+        except TypeError as exc:
+            raise TypeError(f"the thread state must be plain JSON: {exc}") from None
+        if len(raw) > MAX_STATE_BYTES:
+            raise ValueError(
+                f"the thread state is {len(raw)} bytes as JSON; keep it under {MAX_STATE_BYTES} "
+                "(1 MiB): store large data elsewhere and keep a reference"
+            )
+        self._new_state = raw
+        self.thread_state = loads(raw)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -243,12 +337,12 @@ class IsolatedExecutionEngine:
             None,
         )
         loop = asyncio.get_running_loop()
-        self.deadline = None if timeout_s is None else loop.time() + timeout_s
+        self._deadline.start(timeout_s)
         self._agent_task = loop.create_task(self._call_agent(spec, parsed))
         if self.cancel_reason is not None:  # cancelled while agent_started was being stored
             self._agent_task.cancel()
         try:
-            done, _ = await asyncio.wait({self._agent_task}, timeout=timeout_s)
+            done = await self._deadline.wait(self._agent_task)
         except asyncio.CancelledError:
             await self._stop_agent()
             await _emit_even_if_cancelled(
@@ -263,6 +357,9 @@ class IsolatedExecutionEngine:
         return await self._settle(started)
 
     async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
+        if self.threads is not None:
+            # Inside the agent's task: its timeout and cancellation cover the read.
+            self.thread_state = await self.threads.state(self.context)
         return await spec.func(RunContext(self), parsed)
 
     async def _stop_agent(self) -> None:
@@ -291,12 +388,18 @@ class IsolatedExecutionEngine:
                     "invalid_output", f"the agent's output is {err}", started
                 )
             duration = _ms(started)
-            await self.emit(EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration})
+            await self.emit(
+                EventType.AGENT_COMPLETED,
+                {"output": output, "duration_ms": duration},
+                thread_state=self._new_state,
+            )
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
         if isinstance(exc, AgentFailed):
             return await self._fail_with(exc.error_type, exc.message, started)
         if isinstance(exc, ToolCallError):
             return await self._fail_with("tool_error", str(exc), started)
+        if isinstance(exc, RunError):
+            return await self._fail_with(exc.error_type, str(exc), started)
         log.warning(
             "agent raised %s",
             type(exc).__name__,

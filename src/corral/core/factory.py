@@ -10,8 +10,9 @@ from types import TracebackType
 from typing import Any
 
 from corral.core.admission import Limits, Scheduler, Ticket, TicketState
+from corral.core.asking import InputGate
 from corral.core.context import UserExecutionContext
-from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadHistory
+from corral.core.engine import EventSink, IsolatedExecutionEngine, ThreadMemory
 from corral.core.registry import AgentRegistry
 from corral.errors import AdmissionError
 
@@ -84,12 +85,12 @@ class ExecutionEngineFactory:
         limits: Limits | None = None,
         *,
         history_limit: int = 256,
-        history_loader: ThreadHistory | None = None,
+        threads: ThreadMemory | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
-        self._history_loader = history_loader
+        self._threads = threads
         self._scheduler = Scheduler(self.limits)
         self._leases: dict[str, _Lease] = {}  # run_id -> reservation
 
@@ -101,8 +102,11 @@ class ExecutionEngineFactory:
         sink: EventSink,
         *,
         timeout_s: float | None = None,
+        input_gate: InputGate | None = None,
     ) -> IsolatedExecutionEngine:
-        """A new engine for ``context``'s run, admitted elsewhere (never reused)."""
+        """A new engine for ``context``'s run, admitted elsewhere (never reused). Its questions
+        wait at ``input_gate`` (the server's gives back the run's slot meanwhile); without
+        one, at the engine's own in-memory gate."""
         return IsolatedExecutionEngine(
             context,
             self.registry,
@@ -111,7 +115,9 @@ class ExecutionEngineFactory:
             default_timeout_s=self.limits.run_timeout_s,
             tool_timeout_s=self.limits.tool_timeout_s,
             history_limit=self._history_limit,
-            history_loader=self._history_loader,
+            threads=self._threads,
+            input_gate=input_gate,
+            input_timeout_s=self.limits.input_timeout_s,
         )
 
     def engine_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,10 @@ RUN_COLUMNS = (
     "run_id, user_id, thread_id, agent, status, input, output, error, created_at, started_at, "
     "finished_at, last_seq, timeout_s, attempt, identity, trace, input_request, id"
 )
-THREAD_COLUMNS = "thread_id, user_id, title, metadata, state, created_at, updated_at, id"
+# What a thread cursor may hold: a stored timestamp and a server-made thread id.
+_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,160}")
+THREAD_COLUMNS = "thread_id, user_id, title, metadata, state, created_at, updated_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,6 @@ class ThreadRecord:
     state: dict[str, Any]
     created_at: str
     updated_at: str
-    row_id: int = 0
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ThreadRecord:
@@ -103,7 +106,6 @@ class ThreadRecord:
             state={} if row[4] is None else loads(row[4]),
             created_at=row[5],
             updated_at=row[6] or row[5],
-            row_id=int(row[7]),
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -134,6 +136,17 @@ def decode_cursor(cursor: str, parts: int = 1) -> tuple[str, ...] | None:
         return None
     fields = tuple(raw[1:].split("|"))
     return fields if len(fields) == parts else None
+
+
+def decode_thread_cursor(cursor: str) -> tuple[str, str] | None:
+    """A thread-page cursor (``encode_cursor(updated_at, thread_id)``), or None."""
+    fields = decode_cursor(cursor, parts=2)
+    if fields is None:
+        return None
+    updated_at, thread_id = fields
+    if not _TS.fullmatch(updated_at) or not _THREAD_ID.fullmatch(thread_id):
+        return None
+    return updated_at, thread_id
 
 
 def decode_row_cursor(cursor: str) -> int | None:
