@@ -57,12 +57,14 @@ class Answer(NamedTuple):
 class InputGate(Protocol):
     """Where a run waits for its user's answer."""
 
-    async def wait(self, request: InputRequest) -> Answer | None:
-        """Give back the run's running slot, wait for the answer to ``request`` or for its
-        ``timeout_s``, then wait for a running slot again. Returns the answer, or None when
-        the timeout passed first (the request is then closed: a later answer is refused).
+    async def wait(self, request: InputRequest, asked: Awaitable[None]) -> Answer | None:
+        """Wait for ``asked`` (the emit of ``request``'s ``input_requested``: then it is
+        stored), give back the run's running slot, wait for the answer to ``request`` or for
+        its ``timeout_s``, then wait for a running slot again. Returns the answer, or None
+        when the timeout passed first (the request is then closed: a later answer is refused).
 
-        Cancellation (the run is cancelled or interrupted) ends the wait at once.
+        Answers to ``request`` are accepted from the moment this is called. Cancellation (the
+        run is cancelled or interrupted) ends the wait at once.
         """
         ...
 
@@ -140,10 +142,11 @@ class LocalInputGate:
     def open_requests(self) -> list[InputRequest]:
         return [request for request, _ in self._open.values()]
 
-    async def wait(self, request: InputRequest) -> Answer | None:
+    async def wait(self, request: InputRequest, asked: Awaitable[None]) -> Answer | None:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._open[request.request_id] = (request, future)
         try:
+            await asked
             return await asyncio.wait_for(future, request.timeout_s)
         except TimeoutError:
             return None
@@ -194,16 +197,15 @@ class Questions:
         if self._asking:
             raise IllegalTransition("ctx.ask", "one open question at a time", "a second question")
         self._asking = True
+        self._deadline.pause()
         try:
-            # Awaited to its commit (the writer holds input_requested like a terminal event):
-            # the question is stored, and answerable, before the run lets go of its slot.
-            await self._emit(EventType.INPUT_REQUESTED, request.event_data())
-            self._deadline.pause()
-            try:
-                answer = await self.gate.wait(request)
-            finally:
-                self._deadline.resume()
+            # The gate awaits the emit to its commit (the writer holds input_requested like a
+            # terminal event): the question is stored, and answerable, before the run lets go
+            # of its slot.
+            asked = self._emit(EventType.INPUT_REQUESTED, request.event_data())
+            answer = await self.gate.wait(request, asked)
         finally:
+            self._deadline.resume()
             self._asking = False
         if answer is None:
             raise InputTimeout(request.request_id, request.timeout_s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Protocol
 
 from corral.core.asking import Answer, InputRequest
@@ -62,7 +63,8 @@ class StoreInputGate:
         self._db = db
         self._writer = writer
 
-    async def wait(self, request: InputRequest) -> Answer | None:
+    async def wait(self, request: InputRequest, asked: Awaitable[None]) -> Answer | None:
+        await asked  # stored: answerable on any node from now on, so the slot can go
         self._slot.suspend()
         answer = await self._answer(request)
         await self._slot.resume()
