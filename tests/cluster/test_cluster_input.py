@@ -71,7 +71,7 @@ async def test_an_answer_sent_to_another_node_reaches_the_worker_running_the_age
 ) -> None:
     """Two API-only nodes and one worker: a run started on node A asks; the answer over HTTP
     to node B, then over a WebSocket on node B, reaches the worker; the run completes."""
-    env = agents_env(CORRAL_LEASE_S="30")  # renewals every 10 s: the hint is what is timed
+    env = agents_env(CORRAL_LEASE_S="90")  # renewals every 30 s: the hint is what is timed
     a, b = await asyncio.gather(
         cluster.add_node("--no-executor", **env), cluster.add_node("--no-executor", **env)
     )
@@ -85,7 +85,7 @@ async def test_an_answer_sent_to_another_node_reaches_the_worker_running_the_age
         sent_at = loop.time()
         assert await answer(on_b, run_id, first, "over http to B") == 202
         second = await question(on_a, run_id, nth=2)
-        # The control channel carried the hint: a lease renewal would take up to 10 s.
+        # The control channel carried the hint: a lease renewal would take up to 30 s.
         assert loop.time() - sent_at < 5.0
         async with websockets.connect(
             b.ws_url, additional_headers={"Authorization": f"Bearer {cluster.token(u)}"}
