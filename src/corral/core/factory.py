@@ -103,10 +103,12 @@ class ExecutionEngineFactory:
         *,
         timeout_s: float | None = None,
         input_gate: InputGate | None = None,
+        new_thread: bool = False,
     ) -> IsolatedExecutionEngine:
         """A new engine for ``context``'s run, admitted elsewhere (never reused). Its questions
         wait at ``input_gate`` (the server's gives back the run's slot meanwhile); without
-        one, at the engine's own in-memory gate."""
+        one, at the engine's own in-memory gate. ``new_thread``: the run started its thread
+        (its state is ``{}`` without reading it)."""
         return IsolatedExecutionEngine(
             context,
             self.registry,
@@ -118,6 +120,7 @@ class ExecutionEngineFactory:
             threads=self._threads,
             input_gate=input_gate,
             input_timeout_s=self.limits.input_timeout_s,
+            new_thread=new_thread,
         )
 
     def engine_for(

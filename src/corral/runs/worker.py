@@ -211,7 +211,11 @@ class Worker:
         )
         try:
             engine = self.factory.create_engine(
-                context, self.writer, timeout_s=run.timeout_s, input_gate=gate
+                context,
+                self.writer,
+                timeout_s=run.timeout_s,
+                input_gate=gate,
+                new_thread=run.new_thread,
             )
             entry.engine = engine
             if entry.cancel_reason is not None:

@@ -41,6 +41,9 @@ class RunRecord:
     trace: str | None = None
     input_request: dict[str, Any] | None = None
     row_id: int = 0
+    # Known only to the process that created the run (never read back): the run started its
+    # thread, so the thread's state is {} and need not be read when the run starts.
+    new_thread: bool = False
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
