@@ -28,7 +28,11 @@ CLAIM_LOCK = 7_415_202_612
 _LOCK = Q("SELECT pg_advisory_xact_lock(:key)")
 _INPUT_OF = Q(
     "SELECT status, input_request, input_answer FROM runs "
-    "WHERE run_id = :run_id AND user_id = :user_id",
+    "WHERE run_id = :run_id AND user_id = :user_id"
+)
+# The same, locking the row until the transaction ends (SQLite: its one writer serializes).
+_INPUT_OF_LOCKED = Q(
+    _INPUT_OF.sqlite,
     pg="SELECT status, input_request, input_answer FROM runs "
     "WHERE run_id = :run_id AND user_id = :user_id FOR UPDATE",
 )
@@ -76,9 +80,10 @@ class OpenInput:
         return self.request
 
 
-def read_open_input(sql: Sql, user_id: str, run_id: str) -> OpenInput | None:
-    """The caller's run's question and answer state; None for a missing run or another's."""
-    row = sql.one(_INPUT_OF, {"run_id": run_id, "user_id": user_id})
+def read_open_input(sql: Sql, user_id: str, run_id: str, *, lock: bool = False) -> OpenInput | None:
+    """The caller's run's question and answer state; None for a missing run or another's.
+    ``lock``: hold the row until the transaction ends (an answer being stored)."""
+    row = sql.one(_INPUT_OF_LOCKED if lock else _INPUT_OF, {"run_id": run_id, "user_id": user_id})
     if row is None:
         return None
     status, request, answer = row
@@ -111,7 +116,7 @@ class AcceptAnswer(Op[RunRecord]):
         self.value = value
 
     def apply(self, sql: Sql, emitted: list[Event]) -> RunRecord:
-        found = read_open_input(sql, self.user_id, self.run_id)
+        found = read_open_input(sql, self.user_id, self.run_id, lock=True)
         if found is None:
             raise NotFound(NOT_FOUND_RUN)
         found.check(self.request_id)
