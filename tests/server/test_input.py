@@ -124,6 +124,8 @@ async def test_ask_waits_and_an_http_answer_completes_the_run(hitl: Any) -> None
         assert asked["data"]["schema"] == OK_SCHEMA
         waiting = await wait_status(http, run_id, "waiting")
         assert waiting["finished_at"] is None
+        listed = (await http.get("/v1/runs", params={"status": "waiting"})).json()["runs"]
+        assert [r["run_id"] for r in listed] == [run_id]
 
         resp = await answer(http, run_id, asked["data"]["request_id"], {"ok": True, "why": "yes"})
         assert resp.status_code == 202, resp.text
@@ -224,6 +226,13 @@ async def test_a_value_that_fails_the_schema_is_422_with_details_and_the_run_kee
         refused = await recv_error(ws)
         assert refused["code"] == "validation_error"
         assert {d["field"] for d in refused["details"]} == {"value"}
+        for bad in (
+            {"type": "send_input", "request_id": request_id, "value": 1},  # no run_id
+            {"type": "send_input", "run_id": run_id, "value": 1},  # no request_id
+            {"type": "send_input", "run_id": run_id, "request_id": request_id},  # no value
+        ):
+            await ws.send(orjson.dumps(bad))
+            assert (await recv_error(ws))["code"] == "validation_error", bad
 
         # A body that is not an answer at all is a 422 too.
         missing = await http.post(f"/v1/runs/{run_id}/input", json={"request_id": request_id})
