@@ -133,7 +133,9 @@ def register(
         "research",
         input_model=ResearchInput,
         description="A demonstration research assistant: works out arithmetic and unit "
-        "conversions, searches a small document set and cites it. Offline and deterministic.",
+        "conversions, searches a small document set and cites it. Offline and deterministic. "
+        "It asks you which scale a temperature without one means (try: convert 100 degrees "
+        "to kelvin), and before searching when you say 'check with me'.",
     )
     async def research(ctx: RunContext, params: ResearchInput) -> dict[str, Any]:
         return await answer_question(ctx, params.question)
