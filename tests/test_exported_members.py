@@ -19,6 +19,7 @@ EXPORTED = [
     "ExecutionEngineFactory",
     "Identity",
     "InProcessEventBus",
+    "InputTimeout",
     "IsolatedExecutionEngine",
     "Limits",
     "RunContext",

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -128,3 +129,50 @@ async def test_the_cookie_hook_example_signs_in_over_http_and_websocket(
         assert other.json()["error"]["code"] == "unauthorized"
     async with websockets.connect(proc.ws_url, additional_headers=cookie) as ws:
         assert orjson.loads(await ws.recv()) == {"type": "ready", "user_id": "ann"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_ask_and_state_example_serves_as_written(start_server: Any) -> None:
+    """The 'Ask the user' example, served by a real server: the run waits with the model's
+    schema, an approval completes it, and the thread's state keeps what was bought."""
+    namespace: dict[str, Any] = {}
+    exec(_block("## Ask the user, keep state per thread", "python"), namespace)
+    server = await start_server(registry=namespace["registry"])
+    async with server.client("alice") as http:
+        thread_id = None
+        for item in ("tea", "cake"):
+            body: dict[str, Any] = {"agent": "buyer", "input": {"item": item}}
+            if thread_id:
+                body["thread_id"] = thread_id
+            run = (await http.post("/v1/runs", json=body)).json()
+            thread_id = run["thread_id"]
+            asked = await _first_question(http, run["run_id"])
+            assert asked["prompt"] == f"Buy {item}?"
+            assert asked["schema"]["required"] == ["approved"]
+            answer = {"request_id": asked["request_id"], "value": {"approved": True}}
+            resp = await http.post(f"/v1/runs/{run['run_id']}/input", json=answer)
+            assert resp.status_code == 202, resp.text
+            done = await _finished(http, run["run_id"])
+            assert done["status"] == "succeeded", done
+        thread = (await http.get(f"/v1/threads/{thread_id}")).json()
+    assert done["output"] == {"bought": True, "so_far": ["tea", "cake"]}
+    assert thread["state"] == {"bought": ["tea", "cake"]}
+
+
+async def _first_question(http: Any, run_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            events = (await http.get(f"/v1/runs/{run_id}/events")).json()["events"]
+            asked = [e["data"] for e in events if e["type"] == "input_requested"]
+            if asked:
+                return dict(asked[0])
+            await asyncio.sleep(0.02)
+
+
+async def _finished(http: Any, run_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            run = (await http.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] not in ("queued", "running", "waiting"):
+                return dict(run)
+            await asyncio.sleep(0.02)

@@ -13,7 +13,7 @@ from corral.core.monitor import EventMonitor
 from corral.core.pool import WebSocketConnectionPool
 from corral.core.registry import AgentRegistry
 from corral.core.tools import UnifiedToolExecutionEngine
-from corral.errors import AgentFailed, CorralError, ToolCallError
+from corral.errors import AgentFailed, CorralError, InputTimeout, ToolCallError
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "ExecutionEngineFactory",
     "Identity",
     "InProcessEventBus",
+    "InputTimeout",
     "IsolatedExecutionEngine",
     "Limits",
     "RunContext",

@@ -13,14 +13,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from corral.auth.factory import secret_resolver_from
 from corral.cluster.bus import RedisEventBus
 from corral.cluster.queue import ClusterRunQueue
 from corral.core.admission import Limits
 from corral.core.bus import EventBus, InProcessEventBus
-from corral.core.context import UserExecutionContext
 from corral.core.events import Event
 from corral.core.factory import ExecutionEngineFactory
 from corral.core.monitor import EventMonitor
@@ -31,6 +29,7 @@ from corral.metrics import Metrics
 from corral.runlog import RunLog
 from corral.runs.queue import InProcessRunQueue, RunQueue
 from corral.runs.service import RunService
+from corral.runs.threads import StoredThreadMemory, ThreadService
 from corral.runs.worker import Worker
 from corral.settings import Settings
 from corral.store.database import Database, is_sqlite, open_database
@@ -52,6 +51,7 @@ class Parts:
     queue: RunQueue
     factory: ExecutionEngineFactory
     service: RunService
+    threads: ThreadService
     metrics: Metrics
     monitor: EventMonitor
     worker: Worker | None
@@ -70,6 +70,7 @@ def limits_of(settings: Settings) -> Limits:
         max_running_total=settings.max_running_total,
         run_timeout_s=settings.run_timeout_s,
         tool_timeout_s=settings.tool_timeout_s,
+        input_timeout_s=settings.input_timeout_s,
     )
 
 
@@ -144,23 +145,20 @@ async def open_parts(
         else:
             queue = await stack.enter_async_context(InProcessRunQueue(writer, limits))
 
-        async def thread_history(context: UserExecutionContext) -> list[dict[str, Any]]:
-            runs = await reads.thread_history(context.user_id, context.thread_id, context.run_id)
-            return [r.to_api() for r in runs]
-
         # --secrets: every engine resolves ctx.secret(name) through it (executing nodes only,
         # but loaded everywhere so that a bad setting fails every process at start-up).
         resolver = secret_resolver_from(settings)
         factory = ExecutionEngineFactory(
             registry,
             limits,
-            history_loader=thread_history,
+            threads=StoredThreadMemory(reads),
             secrets=None if resolver is None else resolver.resolve,
             tracer=tracer,
         )
         service = RunService(
             registry=registry, reads=reads, writer=writer, queue=queue, limits=limits
         )
+        threads = ThreadService(reads=reads, writer=writer, queue=queue)
         worker = None
         if execute:
             worker = await stack.enter_async_context(
@@ -168,6 +166,7 @@ async def open_parts(
                     queue,
                     writer,
                     factory,
+                    reads,
                     grace_s=settings.shutdown_grace_s,
                     worker_id=worker_id,
                 )
@@ -182,6 +181,7 @@ async def open_parts(
             queue=queue,
             factory=factory,
             service=service,
+            threads=threads,
             metrics=metrics,
             monitor=monitor,
             worker=worker,

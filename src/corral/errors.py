@@ -27,6 +27,7 @@
     ├── RunError                    raised inside an agent to end its run
     │   ├── AgentFailed             the agent gave up: ``agent_error`` of its ``error_type``
     │   ├── ToolCallError           a tool call ended in ``error`` or ``timeout``
+    │   ├── InputTimeout            ``ctx.ask`` got no answer in time (``input_timeout``)
     │   └── SecretUnavailable       the per-user secret resolver failed (``secret_unavailable``)
     ├── OwnershipError              an object was handed to a component of another user
     ├── IllegalTransition           a lifecycle moved from a state it cannot leave that way
@@ -228,6 +229,22 @@ class ToolCallError(RunError):
         self.status = status
         self.message = message
         super().__init__(f"tool {tool!r} ended with {status}: {message}")
+
+
+class InputTimeout(RunError):
+    """``ctx.ask`` got no answer within its timeout; the question is closed (a later answer is
+    refused with 409). An agent may catch it and go on; left uncaught, the run ends with
+    ``agent_error`` of type ``input_timeout``."""
+
+    error_type = "input_timeout"
+
+    def __init__(self, request_id: str, timeout_s: float) -> None:
+        self.request_id = request_id
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"no answer to input request {request_id} within {timeout_s:g} s; ask again, or "
+            "pass a longer timeout_s (default: CORRAL_INPUT_TIMEOUT_S)"
+        )
 
 
 class SecretUnavailable(RunError):

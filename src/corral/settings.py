@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0)
     run_timeout_s: float = Field(300.0, gt=0)
     tool_timeout_s: float = Field(60.0, gt=0)
+    input_timeout_s: float = Field(3600.0, gt=0)  # ctx.ask's default wait for an answer
+    # Threads with no run for this many days are deleted with their runs and events (None:
+    # keep everything); the sweep runs every retention_sweep_s on API nodes.
+    retention_days: float | None = Field(None, gt=0)
+    retention_sweep_s: float = Field(3600.0, gt=0)
     max_body_bytes: int = 1024 * 1024
     ws_max_message_bytes: int = 64 * 1024
     ws_max_buffered_bytes: int = 2 * 1024 * 1024

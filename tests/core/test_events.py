@@ -60,11 +60,19 @@ def test_event_round_trips_through_json() -> None:
 def test_event_types_are_the_contract_types_with_three_terminals() -> None:
     assert {t.value for t in EventType} == {
         "agent_started", "agent_thinking", "tool_executing", "tool_completed",
-        "agent_update", "agent_completed", "agent_error", "agent_cancelled",
+        "agent_update", "input_requested", "input_received", "agent_completed", "agent_error",
+        "agent_cancelled",
     }  # fmt: skip
     assert {t.value for t in EventType if t.terminal} == {
         "agent_completed", "agent_error", "agent_cancelled",
     }  # fmt: skip
+
+
+def test_run_statuses_are_the_contract_statuses_and_waiting_is_unfinished() -> None:
+    assert {s.value for s in RunStatus} == {
+        "queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out",
+    }  # fmt: skip
+    assert {s.value for s in RunStatus if not s.finished} == {"queued", "running", "waiting"}
 
 
 @pytest.mark.parametrize(

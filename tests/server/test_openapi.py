@@ -26,6 +26,12 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/runs/{run_id}/cancel"),
     ("get", "/v1/runs/{run_id}/events"),
     ("get", "/v1/runs/{run_id}/stream"),
+    ("post", "/v1/runs/{run_id}/input"),
+    ("post", "/v1/threads"),
+    ("get", "/v1/threads"),
+    ("get", "/v1/threads/{thread_id}"),
+    ("patch", "/v1/threads/{thread_id}"),
+    ("delete", "/v1/threads/{thread_id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -165,6 +171,7 @@ async def test_openapi_documents_the_post_runs_body_and_its_answers(server) -> N
     assert set(status["enum"]) == {
         "queued",
         "running",
+        "waiting",
         "succeeded",
         "failed",
         "cancelled",
@@ -176,3 +183,25 @@ async def test_openapi_documents_the_post_runs_body_and_its_answers(server) -> N
         info = deref(doc, error_body["properties"]["error"])
         assert {"code", "message", "details"} <= set(info["properties"]), code
         assert set(deref(doc, info["properties"]["code"])["enum"]) == ERROR_CODES, code
+
+
+async def test_openapi_documents_the_input_and_thread_bodies_and_answers(server) -> None:
+    """POST /input takes {request_id, value} and answers 202/404/409/422; POST /v1/threads
+    takes {title, metadata} and answers 201 with the thread object; DELETE answers 204."""
+    doc = await fetch_openapi(server)
+    ops = operations(doc)
+    send = ops[("post", "/v1/runs/{run_id}/input")]
+    body = deref(doc, deref(doc, send["requestBody"])["content"]["application/json"]["schema"])
+    assert set(body["properties"]) == {"request_id", "value"}
+    assert set(body["required"]) == {"request_id", "value"}
+    assert {"202", "404", "409", "422"} <= set(send["responses"])
+    create = ops[("post", "/v1/threads")]
+    body = deref(doc, deref(doc, create["requestBody"])["content"]["application/json"]["schema"])
+    assert set(body["properties"]) == {"title", "metadata"}
+    made = create["responses"]["201"]["content"]["application/json"]["schema"]
+    assert set(deref(doc, made)["properties"]) == {
+        "thread_id", "title", "metadata", "state", "created_at", "updated_at",
+    }  # fmt: skip
+    assert "204" in ops[("delete", "/v1/threads/{thread_id}")]["responses"]
+    listed = ops[("get", "/v1/threads")]
+    assert {p["name"] for p in listed["parameters"]} == {"limit", "cursor"}

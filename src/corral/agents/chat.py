@@ -1,11 +1,13 @@
 """The ``chat`` agent (contract §6): a conversation with a model, continued across a thread.
 
-Each run builds its conversation from scratch — the system prompt, the caller's earlier
-``chat`` exchanges on this thread (loaded from the store, owner-scoped) and the new message —
-so nothing one user says can reach another user's request. The model may call a few registry
-tools (``CORRAL_LLM_TOOLS``) for up to ``CORRAL_LLM_MAX_TOOL_ROUNDS`` responses; then it must
-answer. The answer streams as ``agent_update`` ``{"kind": "text_delta", "text"}`` events whose
-texts concatenate exactly to ``output.answer``.
+Each run builds its conversation from scratch — the system prompt, the thread's earlier
+exchanges and the new message — so nothing one user says can reach another user's request.
+The exchanges live in the thread's state (``ctx.state["chat"]``, at most
+``CORRAL_LLM_HISTORY_RUNS`` of them), saved with each successful reply; a thread from before
+that (no ``chat`` state yet) is read once from its latest runs instead. The model may call a
+few registry tools (``CORRAL_LLM_TOOLS``) for up to ``CORRAL_LLM_MAX_TOOL_ROUNDS`` responses;
+then it must answer. The answer streams as ``agent_update`` ``{"kind": "text_delta", "text"}``
+events whose texts concatenate exactly to ``output.answer``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from corral.core.registry import AgentRegistry
 
 ERROR_TYPE = "llm_error"
+STATE_KEY = (
+    "chat"  # this agent's part of the thread's state: {"exchanges": [{"user", "assistant"}]}
+)
 _ARGS_PREVIEW = 120
 
 
@@ -69,6 +74,14 @@ def register(
         return await Conversation(ctx, chat_model, registry, settings).reply(params.message)
 
     return chat_model
+
+
+def _as_messages(exchanges: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for said, answered in exchanges:
+        messages.append({"role": "user", "content": said})
+        messages.append({"role": "assistant", "content": answered})
+    return messages
 
 
 class AnswerStream:
@@ -136,7 +149,8 @@ class Conversation:
         """
         s = self.settings
         deadline = asyncio.get_running_loop().time() + s.model_time_limit_s
-        history = await self.history()
+        exchanges = await self.exchanges()
+        history = _as_messages(exchanges)
         messages: list[dict[str, Any]] = [{"role": "system", "content": s.system_prompt}]
         messages += history
         messages.append({"role": "user", "content": message})
@@ -148,7 +162,7 @@ class Conversation:
             offer = bool(tools) and round_ < s.max_tool_rounds
             budget = s.max_run_tokens - self.tokens
             if budget <= 0:
-                return self._out_of_tokens(completion)
+                return self._remember(exchanges, message, self._out_of_tokens(completion))
             if round_ == 0:
                 await self.ctx.think(f"Asking {s.model}{earlier}.")
             else:
@@ -162,7 +176,7 @@ class Conversation:
             )
             self.tokens += completion.tokens
             if not (offer and completion.tool_calls):
-                return self._output(completion)
+                return self._remember(exchanges, message, self._output(completion))
             messages.append(
                 {
                     "role": "assistant",
@@ -175,10 +189,24 @@ class Conversation:
                 messages.append(await self._run_tool(call, offered))
         raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover
 
-    async def history(self) -> list[dict[str, Any]]:
-        """The caller's earlier finished ``chat`` exchanges on this thread, as messages."""
-        exchanges: list[tuple[str, str]] = []
-        for run in await self.ctx.thread_history():
+    async def exchanges(self) -> list[tuple[str, str]]:
+        """The thread's latest earlier exchanges (said, answered), oldest first: from the
+        thread's state, or — for a thread without ``chat`` state — its latest runs."""
+        keep = self.settings.history_runs
+        if not keep:
+            return []
+        saved = self.ctx.state.get(STATE_KEY)
+        if isinstance(saved, dict):
+            found = [
+                (item["user"], item["assistant"])
+                for item in saved.get("exchanges", [])
+                if isinstance(item, dict)
+                and isinstance(item.get("user"), str)
+                and isinstance(item.get("assistant"), str)
+            ]
+            return found[-keep:]
+        found = []
+        for run in await self.ctx.thread_history(limit=keep):
             if run.get("agent") != "chat" or run.get("status") != "succeeded":
                 continue
             given, output = run.get("input"), run.get("output")
@@ -186,14 +214,28 @@ class Conversation:
                 continue
             said, answered = given.get("message"), output.get("answer")
             if isinstance(said, str) and isinstance(answered, str):
-                exchanges.append((said, answered))
+                found.append((said, answered))
+        return found
+
+    def _remember(
+        self, earlier: list[tuple[str, str]], message: str, output: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Keep this exchange in the thread's state (saved only if the run succeeds): the
+        latest ``history_runs`` exchanges, fewer when the state would pass its size limit."""
         keep = self.settings.history_runs
-        exchanges = exchanges[len(exchanges) - keep :] if keep else []
-        messages: list[dict[str, Any]] = []
-        for said, answered in exchanges:
-            messages.append({"role": "user", "content": said})
-            messages.append({"role": "assistant", "content": answered})
-        return messages
+        if not keep:
+            return output
+        exchanges = [*earlier, (message, str(output["answer"]))][-keep:]
+        others = {k: v for k, v in self.ctx.state.items() if k != STATE_KEY}
+        while exchanges:
+            saved = [{"user": said, "assistant": answered} for said, answered in exchanges]
+            try:
+                self.ctx.set_state({**others, STATE_KEY: {"exchanges": saved}})
+            except ValueError:  # over the state's size limit: forget the oldest exchange
+                exchanges = exchanges[1:]
+            else:
+                break
+        return output
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         """The OpenAI ``tools`` list: the configured tools that the registry has."""

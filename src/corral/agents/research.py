@@ -7,6 +7,17 @@ searches the shipped documents, and streams an answer that cites them as ``[1] T
 
 The same question always yields the same events (timings and today's date aside): nothing here
 is random, and the search breaks ties by document id.
+
+Two kinds of question make it ask its user first (``ctx.ask``, contract §9), to show the human
+in the loop out of the box:
+
+- a clarification: a temperature without a scale (``Convert 100 degrees to kelvin``) — it asks
+  which scale is meant, with a choice of scales (an ``enum``), and assumes Celsius if no
+  answer comes within the input timeout;
+- a confirmation: a question that says ``check with me`` (or ``confirm with me``, ``ask me
+  first``) — before searching the documents it asks whether to, with a yes/no (``boolean``).
+
+Every other question is answered exactly as before, without a question.
 """
 
 from __future__ import annotations
@@ -21,7 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.agents.calculator import calculate, find_expressions, format_number
 from corral.agents.docs import MAX_LIMIT, Document, lazy_index, load_documents
-from corral.agents.units import ConversionRequest, conversion_result, find_conversions
+from corral.agents.questions import clarify_scale, confirm_search
+from corral.agents.units import (
+    ConversionRequest,
+    conversion_result,
+    find_bare_degrees,
+    find_conversions,
+)
 from corral.errors import ToolCallError
 
 if TYPE_CHECKING:
@@ -37,6 +54,9 @@ _DATE_QUESTION = re.compile(
 _RELEVANCE_SHARE = 0.5
 _WORDS_PER_DELTA = 8
 _EXCEPTION_PREFIX = re.compile(r"^[A-Z]\w*(?:Error|Exception): ")
+_CHECK_WITH_ME = re.compile(
+    r"\b(?:check with me|confirm with me|ask me first|ask me before)\b", re.IGNORECASE
+)
 
 
 class ResearchInput(BaseModel):
@@ -113,7 +133,9 @@ def register(
         "research",
         input_model=ResearchInput,
         description="A demonstration research assistant: works out arithmetic and unit "
-        "conversions, searches a small document set and cites it. Offline and deterministic.",
+        "conversions, searches a small document set and cites it. Offline and deterministic. "
+        "It asks you which scale a temperature without one means (try: convert 100 degrees "
+        "to kelvin), and before searching when you say 'check with me'.",
     )
     async def research(ctx: RunContext, params: ResearchInput) -> dict[str, Any]:
         return await answer_question(ctx, params.question)
@@ -139,10 +161,17 @@ async def answer_question(ctx: RunContext, question: str) -> dict[str, Any]:
     """
     expressions = find_expressions(question)
     conversions = find_conversions(question)
+    unscaled = find_bare_degrees(question)
     wants_date = bool(_DATE_QUESTION.search(question))
-    total = 3 + bool(expressions) + bool(conversions) + wants_date
+    check_first = bool(_CHECK_WITH_ME.search(question))
+    total = 3 + bool(expressions) + bool(conversions or unscaled) + wants_date
     step = 1
-    await ctx.think(_plan(expressions, conversions, wants_date), step=step, total_steps=total)
+    plan = _plan(expressions, conversions, wants_date)
+    if unscaled:
+        plan += " A temperature has no scale, so I'll ask you which one you mean."
+    if check_first:
+        plan += " You asked me to check with you, so I'll ask before searching."
+    await ctx.think(plan, step=step, total_steps=total)
     found = Findings()
 
     if expressions:
@@ -165,8 +194,10 @@ async def answer_question(ctx: RunContext, question: str) -> dict[str, Any]:
             else:
                 found.calculations.append(f"{expression} = {result['formatted']}.")
 
-    if conversions:
+    if conversions or unscaled:
         step += 1
+        for value, target in unscaled:
+            conversions.append(await clarify_scale(ctx, value, target, step, total))
         await ctx.think(
             f"Converting {_join([_describe(c) for c in conversions])}.",
             step=step,
@@ -208,23 +239,14 @@ async def answer_question(ctx: RunContext, question: str) -> dict[str, Any]:
             )
 
     step += 1
-    await ctx.think(
-        "Searching my reference documents for background on the question.",
-        step=step,
-        total_steps=total,
-    )
-    try:
-        results = (await ctx.tools.call("search_docs", query=question, limit=3))["results"]
-    except ToolCallError as exc:
-        results = []
+    if check_first and not await confirm_search(ctx, step, total):
         await ctx.think(
-            f"The document search failed ({_reason(exc)}); I'll answer from what I worked out.",
+            "You said no, so I'll answer without searching my documents.",
             step=step,
             total_steps=total,
         )
     else:
-        found.sources = _relevant(results)
-        await ctx.think(_search_summary(found.sources), step=step, total_steps=total)
+        await _search(ctx, question, found, step, total)
 
     step += 1
     await ctx.think(
@@ -235,6 +257,25 @@ async def answer_question(ctx: RunContext, question: str) -> dict[str, Any]:
         await ctx.update("answer_delta", text=piece)
     sources = [{"id": s["id"], "title": s["title"], "score": s["score"]} for s in found.sources]
     return {"answer": answer, "sources": sources}
+
+
+async def _search(ctx: RunContext, question: str, found: Findings, step: int, total: int) -> None:
+    await ctx.think(
+        "Searching my reference documents for background on the question.",
+        step=step,
+        total_steps=total,
+    )
+    try:
+        results = (await ctx.tools.call("search_docs", query=question, limit=3))["results"]
+    except ToolCallError as exc:
+        await ctx.think(
+            f"The document search failed ({_reason(exc)}); I'll answer from what I worked out.",
+            step=step,
+            total_steps=total,
+        )
+    else:
+        found.sources = _relevant(results)
+        await ctx.think(_search_summary(found.sources), step=step, total_steps=total)
 
 
 def _plan(

@@ -152,6 +152,13 @@ _CONVERSION_PATTERNS: tuple[re.Pattern[str], ...] = (
     ),
 )
 MAX_CONVERSIONS = 3
+# "convert 100 degrees to kelvin": a temperature with no scale (Celsius? Fahrenheit?).
+_BARE_DEGREES = re.compile(
+    rf"(?<![\w.])(?P<value>{_NUM})\s*(?:degrees?|deg)\b"
+    r"(?!\s*(?:c|f|k|celsius|fahrenheit|kelvins?|centigrade)\b)"
+    rf"\s+(?:to|in|into|as)\s+(?P<to>{_U})",
+    re.IGNORECASE,
+)
 
 
 def find_conversions(text: str, limit: int = MAX_CONVERSIONS) -> list[ConversionRequest]:
@@ -177,6 +184,20 @@ def find_conversions(text: str, limit: int = MAX_CONVERSIONS) -> list[Conversion
     for _, request in sorted(hits.items()):
         if request not in found:
             found.append(request)
+    return found[:limit]
+
+
+def find_bare_degrees(text: str, limit: int = MAX_CONVERSIONS) -> list[tuple[float, str]]:
+    """Temperature conversions whose source scale is missing (``convert 100 degrees to
+    kelvin``), as ``(value, target unit)`` in order of appearance, at most ``limit``."""
+    found: list[tuple[float, str]] = []
+    for match in _BARE_DEGREES.finditer(text):
+        target = _key(match.group("to")).replace("° ", "°")
+        if lookup_unit(target).dimension != "temperature":
+            continue
+        item = (float(match.group("value").replace(",", "")), target)
+        if item not in found:
+            found.append(item)
     return found[:limit]
 
 

@@ -7,6 +7,11 @@ and whose user is under the per-user limit; which of them start is the scheduler
 running counts. A claim bumps the run's ``attempt``; every later write of that worker names the
 attempt, so once the lease expired and the run was reaped (attempt bumped again) the old
 worker cannot append a single event (fencing). All of these run through the one writer.
+
+A run waiting for its user's input (``waiting``) holds no running slot but keeps its thread
+busy; once answered (or its question timed out) it is *resuming*: its worker takes a slot back
+with :class:`~corral.store.inputs.ResumeRun`, and until then it counts toward its user's limit
+here, so that it goes ahead of the user's queued runs (the scheduler's rule on a single node).
 """
 
 from __future__ import annotations
@@ -17,24 +22,28 @@ from dataclasses import dataclass
 
 from corral.core.admission import Limits, Scheduler, Ticket
 from corral.core.events import Event
+from corral.store.inputs import CLAIM_LOCK
 from corral.store.ops import Op, interrupt
 from corral.store.records import RUN_COLUMNS, RunRecord
 from corral.store.sql import Q, Sql
 
-CLAIM_LOCK = 7_415_202_612  # any fixed number: every claiming process takes it
-
 _LOCK = Q("SELECT pg_advisory_xact_lock(:key)")
+# Runs holding a slot, or about to take one back (answered, or their question timed out).
+_HOLDS_SLOT = (
+    "({r}.status = 'running' OR ({r}.status = 'waiting' "
+    "AND ({r}.input_answer IS NOT NULL OR {r}.input_request IS NULL)))"
+)
 # Runs that may start: first queued run of an idle thread, of a user under the limit.
 _CANDIDATES = Q(
     "SELECT r.run_id, r.user_id, r.thread_id FROM runs r WHERE r.status = 'queued' "
     "AND NOT EXISTS (SELECT 1 FROM runs b WHERE b.thread_id = r.thread_id "
     "AND b.user_id = r.user_id AND (b.status IN ('running', 'waiting') "
     "OR (b.status = 'queued' AND b.id < r.id))) "
-    "AND (SELECT count(*) FROM runs c WHERE c.user_id = r.user_id AND c.status = 'running') "
-    "< :per_user ORDER BY r.id LIMIT :scan"
+    "AND (SELECT count(*) FROM runs c WHERE c.user_id = r.user_id "
+    f"AND {_HOLDS_SLOT.format(r='c')}) < :per_user ORDER BY r.id LIMIT :scan"
 )
 _RUNNING_OF = Q(
-    "SELECT user_id, count(*) FROM runs WHERE status = 'running' "
+    f"SELECT user_id, count(*) FROM runs r WHERE {_HOLDS_SLOT.format(r='r')} "
     "AND user_id = ANY(CAST(:users AS text[])) GROUP BY user_id"
 )
 _TAKE = Q(
@@ -46,7 +55,7 @@ _RENEW = Q(
     "UPDATE runs SET lease_until = :until FROM (SELECT unnest(CAST(:run_ids AS text[])) AS "
     "run_id, unnest(CAST(:attempts AS int[])) AS attempt) AS v WHERE runs.run_id = v.run_id "
     "AND runs.attempt = v.attempt AND runs.status IN ('running', 'waiting') "
-    "RETURNING runs.run_id, runs.cancel_reason"
+    "RETURNING runs.run_id, runs.cancel_reason, runs.input_answer IS NOT NULL"
 )
 _EXPIRED = Q(
     f"SELECT {RUN_COLUMNS}, lease_owner FROM runs WHERE status IN ('running', 'waiting') "
@@ -99,10 +108,11 @@ class ClaimRuns(Op[list[RunRecord]]):
         return sorted(records, key=lambda r: order[r.run_id])
 
 
-class RenewLeases(Op[tuple[set[str], dict[str, str]]]):
-    """Extend the leases ``[(run_id, attempt)]``. Returns the runs whose lease is lost, and
-    ``{run_id: reason}`` of runs whose cancellation was asked for (the fallback when the
-    broadcast was missed)."""
+class RenewLeases(Op[tuple[set[str], dict[str, str], set[str]]]):
+    """Extend the leases ``[(run_id, attempt)]`` (waiting runs' too: a worker that dies while
+    its run waits leaves it to the reaper). Returns the runs whose lease is lost, ``{run_id:
+    reason}`` of runs whose cancellation was asked for, and the runs with a stored answer —
+    the fallbacks when a broadcast was missed."""
 
     __slots__ = ("lease_s", "leases")
 
@@ -110,7 +120,7 @@ class RenewLeases(Op[tuple[set[str], dict[str, str]]]):
         self.leases = sorted(leases)
         self.lease_s = lease_s
 
-    def apply(self, sql: Sql, emitted: list[Event]) -> tuple[set[str], dict[str, str]]:
+    def apply(self, sql: Sql, emitted: list[Event]) -> tuple[set[str], dict[str, str], set[str]]:
         rows = sql.all(
             _RENEW,
             {
@@ -121,7 +131,8 @@ class RenewLeases(Op[tuple[set[str], dict[str, str]]]):
         )
         kept = {row[0] for row in rows}
         cancels = {row[0]: row[1] for row in rows if row[1] is not None}
-        return {r for r, _a in self.leases} - kept, cancels
+        answered = {row[0] for row in rows if row[2]}
+        return {r for r, _a in self.leases} - kept, cancels, answered
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ class Limits:
     max_running_total: int = 256
     run_timeout_s: float = 300.0
     tool_timeout_s: float = 60.0
+    input_timeout_s: float = 3600.0  # how long ctx.ask waits for an answer by default
 
 
 class TicketState(enum.Enum):

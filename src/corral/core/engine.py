@@ -11,14 +11,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from corral.auth.identity import Identity
+from corral.core.asking import DEFAULT_INPUT_TIMEOUT_S, InputGate, LocalInputGate, Questions
 from corral.core.context import UserExecutionContext
+from corral.core.deadline import RunDeadline
 from corral.core.events import (
     Event,
     EventType,
     RunStatus,
+    dumps,
+    loads,
     plain_json,
     redact,
     redact_text,
@@ -41,6 +45,8 @@ from corral.errors import (
 log = logging.getLogger("corral.engine")
 
 DEFAULT_HISTORY_LIMIT = 256
+MAX_STATE_BYTES = 1024 * 1024  # a thread's state, as JSON (contract §10)
+MAX_THREAD_HISTORY = 1000
 
 
 class EventSink(Protocol):
@@ -54,8 +60,17 @@ class EventSink(Protocol):
     def emit(self, event: Event) -> Awaitable[None]: ...
 
 
-ThreadHistory = Callable[[UserExecutionContext], Awaitable[list[dict[str, Any]]]]
-"""Loads the earlier runs of a context's thread (owner-scoped), oldest first."""
+class ThreadMemory(Protocol):
+    """What a run may read of its thread (owner-scoped): earlier runs and the saved state."""
+
+    async def history(self, context: UserExecutionContext, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` runs of the thread made before this one: the latest, oldest first."""
+        ...
+
+    async def state(self, context: UserExecutionContext) -> dict[str, Any]:
+        """The thread's state as its last successful run left it (``{}`` for a new thread)."""
+        ...
+
 
 SecretSource = Callable[[Identity, str], Awaitable[str | None]]
 """Resolves one per-user secret for an identity (``--secrets``: ``SecretResolver.resolve``)."""
@@ -121,7 +136,8 @@ class RunContext:
 
     @property
     def deadline(self) -> float | None:
-        """The run's deadline on the event loop's clock (``loop.time()``), or None."""
+        """The run's deadline on the event loop's clock (``loop.time()``), or None. Time spent
+        waiting for input does not count: while the run waits, the deadline moves later."""
         return self._engine.deadline
 
     def remaining_s(self) -> float | None:
@@ -138,14 +154,55 @@ class RunContext:
         its ``corral.run`` span; a tracer that records nothing when tracing is off."""
         return self._engine.tracer
 
-    async def thread_history(self) -> list[dict[str, Any]]:
-        """The earlier runs of this thread — this user's only — oldest first.
+    async def thread_history(self, limit: int = 50) -> list[dict[str, Any]]:
+        """At most ``limit`` earlier runs of this thread — this user's only — the latest ones,
+        oldest first.
 
         Each item is a run object (``agent``, ``input``, ``output``, ``status``...). Empty when
-        the engine was made without a history loader (plain-Python use).
+        the engine was made without thread memory (plain-Python use).
         """
-        loader = self._engine.history_loader
-        return [] if loader is None else await loader(self.context)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number from 1 to {MAX_THREAD_HISTORY}")
+        threads = self._engine.threads
+        if threads is None:
+            return []
+        return await threads.history(self.context, min(limit, MAX_THREAD_HISTORY))
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The thread's state: a JSON object, ``{}`` for a new thread, as the last run of the
+        thread that succeeded left it — or as this run last set it. Change it only through
+        :meth:`set_state`; editing the returned dict in place saves nothing."""
+        return self._engine.thread_state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the thread's state with ``state`` (a JSON object of at most 1 MiB).
+
+        Saved only when this run succeeds, in the same transaction as its ``agent_completed``;
+        a run that fails, is cancelled or is interrupted leaves the thread's state as it was.
+        Raises :class:`TypeError` or :class:`ValueError` at once for a state that cannot be kept.
+        """
+        self._engine.set_state(state)
+
+    async def ask(
+        self,
+        prompt: str,
+        schema: dict[str, Any] | type[BaseModel] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Ask the run's user and wait for the answer (contract §9).
+
+        Emits ``input_requested`` and waits — the run's status is ``waiting``, it holds no
+        running slot, and the time does not count toward its timeout — until the user answers
+        (``input_received``) and a running slot is free again. ``schema`` is a JSON Schema dict
+        or a pydantic model class; answers that fail it are refused to the user (422), so the
+        returned value always matches it (with a model, it is an instance of the model).
+
+        Raises :class:`corral.InputTimeout` when no answer comes within ``timeout_s`` (default
+        ``CORRAL_INPUT_TIMEOUT_S``). Cancelling the run while it waits ends the wait at once.
+        One question at a time: asking again before the first is answered is an error.
+        """
+        return await self._engine.questions.ask(prompt, schema, timeout_s)
 
     async def think(
         self, text: str, *, step: int | None = None, total_steps: int | None = None
@@ -185,20 +242,26 @@ class IsolatedExecutionEngine:
         default_timeout_s: float | None = None,
         tool_timeout_s: float | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
-        history_loader: ThreadHistory | None = None,
         identity: Identity | None = None,
         secrets: SecretSource | None = None,
         tracer: Tracer = NO_TRACER,
+        threads: ThreadMemory | None = None,
+        input_gate: InputGate | None = None,
+        input_timeout_s: float = DEFAULT_INPUT_TIMEOUT_S,
+        new_thread: bool = False,
     ) -> None:
         if identity is not None and identity.user_id != context.user_id:
             raise OwnershipError(context.user_id, identity.user_id, "the identity of a run")
         self.context = context
-        self.history_loader = history_loader
         self._identity = identity
         self._secrets = secrets
         self.redactor = SecretRedactor()
         self._masker = EventMasker(self.redactor)
         self.tracer = tracer
+        self.threads = threads
+        self._new_thread = new_thread  # the run starts its thread: its state is {}, unread
+        self.thread_state: dict[str, Any] = {}
+        self._new_state: bytes | None = None  # JSON of set_state, saved with agent_completed
         self._registry = registry
         self._sink = sink
         self._timeout_s = timeout_s
@@ -210,7 +273,7 @@ class IsolatedExecutionEngine:
         self._open_calls: set[str] = set()
         self.history: deque[Event] = deque(maxlen=history_limit)
         self.cancel_reason: str | None = None
-        self.deadline: float | None = None
+        self._deadline = RunDeadline()
         self._agent_task: asyncio.Task[Any] | None = None
         tool_kwargs = {} if tool_timeout_s is None else {"default_timeout_s": tool_timeout_s}
         self.tools = UnifiedToolExecutionEngine(
@@ -218,6 +281,13 @@ class IsolatedExecutionEngine:
         )
         self.run_context = RunContext(self)
         self.tools.run_context = self.run_context
+        # Without a gate of the server's, questions are answered in memory (input_gate.answer).
+        gate = input_gate if input_gate is not None else LocalInputGate()
+        self.questions = Questions(self.emit, gate, self._deadline, input_timeout_s)
+
+    @property
+    def input_gate(self) -> InputGate:
+        return self.questions.gate
 
     @property
     def state(self) -> EngineState:
@@ -243,6 +313,10 @@ class IsolatedExecutionEngine:
     def last_seq(self) -> int:
         return self._seq
 
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline.deadline
+
     # -- events -------------------------------------------------------------------------------
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
@@ -264,8 +338,11 @@ class IsolatedExecutionEngine:
             return pending[0]
         return _in_order(pending)
 
-    def _emit(self, type_: EventType, data: dict[str, Any]) -> Awaitable[None]:
-        """Number and hand ``data`` (already masked) to the sink."""
+    def _emit(
+        self, type_: EventType, data: dict[str, Any], thread_state: bytes | None = None
+    ) -> Awaitable[None]:
+        """Number and hand ``data`` (already masked) to the sink; ``thread_state`` (JSON) rides
+        on ``agent_completed``, saved in its transaction."""
         if self._terminal_sent:
             raise IllegalTransition("run events", "no event after the terminal one", type_.value)
         if self._seq == 0 and type_ is not EventType.AGENT_STARTED and not type_.terminal:
@@ -285,9 +362,38 @@ class IsolatedExecutionEngine:
             data=data,
             user_id=self.context.user_id,
             agent=self._agent,
+            thread_state=thread_state,
         )
         self.history.append(event)
         return self._sink.emit(event)
+
+    # -- thread state ---------------------------------------------------------------------------
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """:meth:`RunContext.set_state`: keep a private copy, saved with ``agent_completed``."""
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"the thread state is a JSON object (a dict), not {type(state).__name__}"
+            )
+        try:
+            raw = dumps(state)
+        except TypeError as exc:
+            raise TypeError(f"the thread state must be plain JSON: {exc}") from None
+        if len(raw) > MAX_STATE_BYTES:
+            raise ValueError(
+                f"the thread state is {len(raw)} bytes as JSON; keep it under {MAX_STATE_BYTES} "
+                "(1 MiB): store large data elsewhere and keep a reference"
+            )
+        self._new_state = raw
+        self.thread_state = loads(raw)
+
+    def _stored_state(self) -> bytes | None:
+        """The state to save: as the agent set it, but with every secret the run resolved
+        masked — a resolved value never leaves the run (contract §2), and the state outlives
+        it. (Keys are not redacted: the state is the agent's own memory, not shown to others.)"""
+        if self._new_state is None or not self.redactor:
+            return self._new_state
+        return dumps(self.redactor.redact(loads(self._new_state)))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -334,12 +440,12 @@ class IsolatedExecutionEngine:
             None,
         )
         loop = asyncio.get_running_loop()
-        self.deadline = None if timeout_s is None else loop.time() + timeout_s
+        self._deadline.start(timeout_s)
         self._agent_task = loop.create_task(self._call_agent(spec, parsed))
         if self.cancel_reason is not None:  # cancelled while agent_started was being stored
             self._agent_task.cancel()
         try:
-            done, _ = await asyncio.wait({self._agent_task}, timeout=timeout_s)
+            done = await self._deadline.wait(self._agent_task)
         except asyncio.CancelledError:
             await self._stop_agent()
             await _emit_even_if_cancelled(
@@ -356,6 +462,10 @@ class IsolatedExecutionEngine:
     async def _call_agent(self, spec: AgentSpec, parsed: Any) -> Any:
         # Log lines of the agent's task (and of tasks it starts) are masked like its events.
         with redacting(self.redactor):
+            if self.threads is not None and not self._new_thread:
+                # Inside the agent's task: its timeout and cancellation cover the read.
+                # (Skipped for a new thread: a read per run costs ~10 % of short runs.)
+                self.thread_state = await self.threads.state(self.context)
             return await spec.func(self.run_context, parsed)
 
     async def _stop_agent(self) -> None:
@@ -385,7 +495,9 @@ class IsolatedExecutionEngine:
                 )
             duration = _ms(started)
             await self._emit_final(
-                EventType.AGENT_COMPLETED, {"output": output, "duration_ms": duration}
+                EventType.AGENT_COMPLETED,
+                {"output": output, "duration_ms": duration},
+                thread_state=self._stored_state(),
             )
             return RunOutcome(RunStatus.SUCCEEDED, output=output)
         if isinstance(exc, AgentFailed):
@@ -407,10 +519,14 @@ class IsolatedExecutionEngine:
         await self._emit_final(EventType.AGENT_ERROR, {"error": error, "duration_ms": _ms(started)})
         return RunOutcome(terminal_status(EventType.AGENT_ERROR, {"error": error}), error=error)
 
-    async def _emit_final(self, type_: EventType, data: dict[str, Any]) -> None:
+    async def _emit_final(
+        self, type_: EventType, data: dict[str, Any], *, thread_state: bytes | None = None
+    ) -> None:
         """Emit a terminal event whose ``data`` is masked already (the outcome returns the
         same values), after what an open delta stream still holds."""
-        await self._emit_all([*self._masker.close(), (type_, data)])
+        held = [self._emit(t, d) for t, d in self._masker.close()]
+        final = self._emit(type_, data, thread_state)
+        await _in_order([*held, final])
 
 
 async def _in_order(pending: list[Awaitable[None]]) -> None:

@@ -19,6 +19,8 @@ class EventType(enum.StrEnum):
     TOOL_EXECUTING = "tool_executing"
     TOOL_COMPLETED = "tool_completed"
     AGENT_UPDATE = "agent_update"
+    INPUT_REQUESTED = "input_requested"
+    INPUT_RECEIVED = "input_received"
     AGENT_COMPLETED = "agent_completed"
     AGENT_ERROR = "agent_error"
     AGENT_CANCELLED = "agent_cancelled"
@@ -36,6 +38,7 @@ TERMINAL_TYPES = frozenset(
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # for its user's input (contract §9)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -43,7 +46,7 @@ class RunStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 
 
 def now_ts() -> str:
@@ -82,7 +85,11 @@ def plain_json(value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of one run. ``user_id`` is the owner: routing metadata, never serialized."""
+    """One event of one run. ``user_id`` is the owner: routing metadata, never serialized.
+
+    ``thread_state`` (``agent_completed`` only, never serialized) is the thread's new state as
+    JSON, which the writer saves in the transaction that stores this event.
+    """
 
     type: EventType
     run_id: str
@@ -95,6 +102,7 @@ class Event:
     emitted_at: float = field(default_factory=time.time, compare=False)
     # The run's agent, for the per-run log line (corral.runlog); never serialized.
     agent: str = field(default="", compare=False)
+    thread_state: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:

@@ -11,8 +11,9 @@ from typing import Any
 
 from corral.auth.identity import Identity
 from corral.core.admission import Limits, Scheduler, Ticket, TicketState
+from corral.core.asking import InputGate
 from corral.core.context import UserExecutionContext
-from corral.core.engine import EventSink, IsolatedExecutionEngine, SecretSource, ThreadHistory
+from corral.core.engine import EventSink, IsolatedExecutionEngine, SecretSource, ThreadMemory
 from corral.core.registry import AgentRegistry
 from corral.core.tracing import NO_TRACER, Tracer
 from corral.errors import AdmissionError
@@ -86,14 +87,14 @@ class ExecutionEngineFactory:
         limits: Limits | None = None,
         *,
         history_limit: int = 256,
-        history_loader: ThreadHistory | None = None,
+        threads: ThreadMemory | None = None,
         secrets: SecretSource | None = None,
         tracer: Tracer = NO_TRACER,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self._history_limit = history_limit
-        self._history_loader = history_loader
+        self._threads = threads
         self._secrets = secrets
         self.tracer = tracer
         self._scheduler = Scheduler(self.limits)
@@ -108,11 +109,15 @@ class ExecutionEngineFactory:
         *,
         timeout_s: float | None = None,
         identity: Identity | None = None,
+        input_gate: InputGate | None = None,
+        new_thread: bool = False,
     ) -> IsolatedExecutionEngine:
         """A new engine for ``context``'s run, admitted elsewhere (never reused).
 
         ``identity`` is who the run acts for (``ctx.identity``); without one, the context's
-        user with no roles or claims.
+        user with no roles or claims. Its questions wait at ``input_gate`` (the server's gives
+        back the run's slot meanwhile); without one, at the engine's own in-memory gate.
+        ``new_thread``: the run started its thread (its state is ``{}`` without reading it).
         """
         return IsolatedExecutionEngine(
             context,
@@ -122,7 +127,10 @@ class ExecutionEngineFactory:
             default_timeout_s=self.limits.run_timeout_s,
             tool_timeout_s=self.limits.tool_timeout_s,
             history_limit=self._history_limit,
-            history_loader=self._history_loader,
+            threads=self._threads,
+            input_gate=input_gate,
+            input_timeout_s=self.limits.input_timeout_s,
+            new_thread=new_thread,
             identity=identity,
             secrets=self._secrets,
             tracer=self.tracer,

@@ -18,6 +18,7 @@ class _RunWatch:
     last_event_at: float
     open_tools: dict[str, tuple[str, float]] = field(default_factory=dict)
     stale_reported: bool = False
+    waiting: bool = False  # asked its user: silence is expected until the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,8 @@ class MonitorReport:
 
 class EventMonitor:
     """Flags running runs with no event for ``stale_after_s``, tools running past
-    ``stuck_after_s``, and runs that ended with a ``tool_executing`` never completed.
+    ``stuck_after_s``, and runs that ended with a ``tool_executing`` never completed. A run
+    waiting for its user's input (after ``input_requested``) is not stale.
 
     ``observe`` is called for every event (cheap, synchronous); ``check`` is called
     periodically and returns counts for metrics. Finished runs are forgotten at once, so
@@ -59,6 +61,7 @@ class EventMonitor:
             watch = self._runs[event.run_id] = _RunWatch(event.user_id, now)
         watch.last_event_at = now
         watch.stale_reported = False
+        watch.waiting = event.type is EventType.INPUT_REQUESTED
         if event.type is EventType.TOOL_EXECUTING:
             watch.open_tools[event.data["call_id"]] = (event.data.get("tool", "?"), now)
         elif event.type is EventType.TOOL_COMPLETED:
@@ -80,7 +83,7 @@ class EventMonitor:
         now = self._clock()
         stale = stuck = 0
         for run_id, watch in self._runs.items():
-            if now - watch.last_event_at >= self.stale_after_s:
+            if not watch.waiting and now - watch.last_event_at >= self.stale_after_s:
                 stale += 1
                 if not watch.stale_reported:
                     watch.stale_reported = True

@@ -2,8 +2,9 @@
 
 One interface, two backends: :class:`InProcessRunQueue` (a single node: admission in memory)
 and :class:`corral.cluster.queue.ClusterRunQueue` (PostgreSQL decides, Redis wakes workers up).
-The service submits and cancels; a :class:`~corral.runs.worker.Worker` claims, executes,
-renews its leases and reports each run finished. Admission and fairness are the scheduler's
+The service submits, cancels and delivers answers; a :class:`~corral.runs.worker.Worker`
+claims, executes, renews its leases, suspends and resumes runs that wait for their user's input
+(contract §9), and reports each run finished. Admission and fairness are the scheduler's
 (:mod:`corral.core.admission`) in both.
 """
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.core.admission import Limits, Scheduler, Ticket, TicketState
+from corral.errors import FencedError
+from corral.store.inputs import ResumeRun
 from corral.store.ops import CancelQueued, InterruptUnfinished
 from corral.store.records import RunRecord
 from corral.store.writer import EventWriter
@@ -36,12 +39,17 @@ class Claim:
 class Renewal:
     lost: frozenset[str] = frozenset()  # runs whose lease is gone: stop them here
     cancels: dict[str, str] = field(default_factory=dict)  # run_id -> reason asked for
+    answered: frozenset[str] = frozenset()  # waiting runs with a stored answer
 
 
 class Executor(Protocol):
     """What a queue tells the process executing a run (its worker)."""
 
     def cancel(self, run_id: str, reason: str) -> None: ...
+
+    def answered(self, run_id: str) -> None:
+        """An answer to ``run_id``'s question is stored: read it (if the run is here)."""
+        ...
 
 
 class RunQueue(Protocol):
@@ -50,6 +58,13 @@ class RunQueue(Protocol):
     @property
     def lease_s(self) -> float | None:
         """How long a claim lasts without renewal (None: for the life of the process)."""
+        ...
+
+    @property
+    def admits_locally(self) -> bool:
+        """True when this queue's own scheduler grants this process's slots (a single node):
+        a resumed run's slot is then the queue's to give. False in a cluster, where each
+        worker also bounds the runs it executes itself."""
         ...
 
     def attach(self, executor: Executor) -> None:
@@ -61,12 +76,28 @@ class RunQueue(Protocol):
         ...
 
     async def claim(self, limit: int) -> list[Claim]:
-        """Up to ``limit`` runs to execute now; waits until there is at least one.
-        Cancellation-safe: nothing is claimed by a call that was cancelled."""
+        """Up to ``limit`` runs to execute now; waits until there is at least one, or for a
+        while (then returns none: call again). Cancellation-safe: nothing is claimed by a
+        call that was cancelled."""
         ...
 
     def finished(self, claim: Claim) -> None:
         """The run's terminal event is stored: its slot is free."""
+        ...
+
+    def suspend(self, claim: Claim) -> None:
+        """The run waits for its user's input (its ``input_requested`` is stored): its slot
+        is free, its thread stays busy."""
+        ...
+
+    async def resume(self, claim: Claim) -> None:
+        """Wait until the suspended run may execute again (a slot, within its user's limit,
+        ahead of the user's queued runs); its row then says ``running``. Raises
+        :class:`FencedError` when the run is no longer this process's. Cancellation-safe."""
+        ...
+
+    async def answered(self, run: RunRecord) -> None:
+        """An answer to ``run``'s question is stored: tell the process executing it."""
         ...
 
     async def cancel(self, user_id: str, run_id: str, reason: str) -> bool:
@@ -91,12 +122,18 @@ class InProcessRunQueue:
     ``async with`` it: on entering, runs a dead process left unfinished are ended as
     ``interrupted`` (nothing else can be executing them); on leaving — after the worker
     drained — so are the runs still queued or executing.
+
+    A suspended run's ticket keeps its thread; resumed, it waits for a slot ahead of its user's
+    queued runs, and the scheduler grants it inside :meth:`claim` like any other ticket (the
+    worker calls ``claim`` whenever it has room, and its room and the scheduler's are the same
+    ``max_running_total``).
     """
 
     def __init__(self, writer: EventWriter, limits: Limits) -> None:
         self._writer = writer
         self._scheduler = Scheduler(limits)
         self._runs: dict[str, tuple[RunRecord, Ticket, asyncio.Future[None]]] = {}
+        self._resuming: dict[str, asyncio.Future[None]] = {}  # run_id -> granted a slot
         self._ready = asyncio.Event()
         self._executor: Executor | None = None
 
@@ -123,6 +160,10 @@ class InProcessRunQueue:
     def lease_s(self) -> float | None:
         return None
 
+    @property
+    def admits_locally(self) -> bool:
+        return True
+
     def attach(self, executor: Executor) -> None:
         self._executor = executor
 
@@ -135,14 +176,49 @@ class InProcessRunQueue:
 
     async def claim(self, limit: int) -> list[Claim]:
         while True:
-            tickets = self._scheduler.take(limit)
-            if tickets:
-                return [Claim(self._runs[t.run_id][0]) for t in tickets]
+            claims = []
+            for ticket in self._scheduler.take(limit):
+                granted = self._resuming.pop(ticket.run_id, None)
+                if granted is None:
+                    claims.append(Claim(self._runs[ticket.run_id][0]))
+                elif not granted.done():
+                    granted.set_result(None)  # a resumed run: its worker task goes on
+            if claims:
+                return claims
             self._ready.clear()
             await self._ready.wait()
 
     def finished(self, claim: Claim) -> None:
         self._forget(claim.run.run_id)
+
+    def suspend(self, claim: Claim) -> None:
+        entry = self._runs.get(claim.run.run_id)
+        if entry is not None:
+            self._scheduler.suspend(entry[1])
+            self._ready.set()  # its slot is free
+
+    async def resume(self, claim: Claim) -> None:
+        run = claim.run
+        entry = self._runs.get(run.run_id)
+        if entry is None:
+            raise FencedError(run.run_id, run.attempt)
+        granted = asyncio.get_running_loop().create_future()
+        self._resuming[run.run_id] = granted
+        self._scheduler.resume(entry[1])
+        self._ready.set()
+        try:
+            await granted
+        finally:
+            self._resuming.pop(run.run_id, None)
+        # The scheduler decided; the row follows (it also says so for a question that timed
+        # out, which has no input_received event to carry the change).
+        resumed = await self._writer.submit(ResumeRun(run.run_id, run.user_id, run.attempt, None))
+        if resumed == "gone":
+            raise FencedError(run.run_id, run.attempt)
+
+    async def answered(self, run: RunRecord) -> None:
+        if self._executor is not None:
+            self._executor.answered(run.run_id)
 
     def _forget(self, run_id: str) -> None:
         entry = self._runs.pop(run_id, None)

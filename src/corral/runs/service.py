@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 
 from corral.auth.identity import Identity
 from corral.core.admission import Limits
+from corral.core.asking import check_answer
 from corral.core.context import ID_JSON_PATTERN, MAX_ID_LENGTH, new_id, validate_id
 from corral.core.events import plain_json
 from corral.core.registry import AgentRegistry, AgentSpec
@@ -28,6 +29,7 @@ from corral.errors import (
     UnknownAgentError,
 )
 from corral.runs.queue import RunQueue
+from corral.store.inputs import AcceptAnswer
 from corral.store.ops import IDEMPOTENCY_CONFLICT, CreateRun, NewRun, find_idempotent
 from corral.store.reads import Reads
 from corral.store.records import RunRecord
@@ -64,6 +66,18 @@ class RunRequest(BaseModel):
         # The same rules UserExecutionContext applies, checked here so that a thread id no
         # thread can have (control characters, NUL, a placeholder) is a 422, not a 500.
         return None if value is None else validate_id("thread_id", value)
+
+
+class InputAnswer(BaseModel):
+    """Body of ``POST /v1/runs/{run_id}/input`` (and of a WebSocket ``send_input``, minus
+    ``type`` and ``run_id``): the answer to a waiting run's open input request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1, max_length=MAX_ID_LENGTH, description="`request_id` of `input_requested`"
+    )
+    value: JsonValue = Field(description="The answer; it must match the request's `schema`")
 
 
 class RunService:
@@ -196,6 +210,28 @@ class RunService:
             raise NotFound(NOT_FOUND_RUN)
         return bodies
 
+    # -- answering --------------------------------------------------------------------------------
+
+    async def send_input(self, user_id: str, run_id: str, answer: InputAnswer) -> RunRecord:
+        """Answer the caller's waiting run (contract §9); returns the run (still ``waiting``
+        until it takes a running slot again, which is at once when one is free).
+
+        :class:`NotFound` for a run that is not theirs; :class:`Conflict` for a run not
+        waiting, or a ``request_id`` that is not its open, unanswered request;
+        :class:`InvalidRequest` (with ``details``) for a value that fails the request's
+        schema — the run keeps waiting. The answer is stored before the executing process is
+        told, so it reaches the run whichever node received it.
+        """
+        found = await self.reads.open_input(user_id, run_id)
+        if found is None:
+            raise NotFound(NOT_FOUND_RUN)
+        request = found.check(answer.request_id)
+        check_answer(request.get("schema"), answer.value)
+        accept = AcceptAnswer(user_id, run_id, answer.request_id, answer.value)
+        record = await self.writer.submit(accept, within_s=REQUEST_WRITE_S)
+        await self.queue.answered(record)
+        return record
+
     # -- cancelling -----------------------------------------------------------------------------
 
     async def cancel(self, user_id: str, run_id: str, *, wait: bool = True) -> RunRecord:
@@ -229,4 +265,4 @@ def _storable(identity: Identity) -> dict[str, Any]:
     return stored
 
 
-__all__ = ["IDEMPOTENCY_CONFLICT", "RunRequest", "RunService"]
+__all__ = ["IDEMPOTENCY_CONFLICT", "InputAnswer", "RunRequest", "RunService"]

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corral.auth.identity import Identity
 from corral.core.context import UserExecutionContext, new_id
@@ -23,7 +23,9 @@ from corral.core.factory import ExecutionEngineFactory
 from corral.core.tracing import NO_SPAN, Span
 from corral.errors import ContextError
 from corral.outage import Outage
+from corral.runs.inputs import StoreInputGate
 from corral.runs.queue import Claim, RunQueue
+from corral.store.reads import Reads
 from corral.store.records import RunRecord
 from corral.store.writer import EventWriter
 
@@ -59,16 +61,35 @@ class _Running:
     task: asyncio.Task[None]
     engine: IsolatedExecutionEngine | None = None
     cancel_reason: str | None = None  # asked for before the engine existed
+    answer_hint: asyncio.Event = field(default_factory=asyncio.Event)  # an answer may be stored
+
+
+class _Slot:
+    """One run's hold on its worker's capacity (a :class:`~corral.runs.inputs.RunSlot`)."""
+
+    __slots__ = ("_run_id", "_worker")
+
+    def __init__(self, worker: Worker, run_id: str) -> None:
+        self._worker = worker
+        self._run_id = run_id
+
+    def suspend(self) -> None:
+        self._worker._suspend(self._run_id)
+
+    async def resume(self) -> None:
+        await self._worker._resume(self._run_id)
 
 
 class Worker:
-    """Executes the runs ``queue`` hands it, at most ``capacity`` at once."""
+    """Executes the runs ``queue`` hands it, at most ``capacity`` at once (runs waiting for
+    input not counted)."""
 
     def __init__(
         self,
         queue: RunQueue,
         writer: EventWriter,
         factory: ExecutionEngineFactory,
+        reads: Reads,
         *,
         capacity: int | None = None,
         grace_s: float = 10.0,
@@ -77,10 +98,13 @@ class Worker:
         self.queue = queue
         self.writer = writer
         self.factory = factory
+        self.reads = reads
         self.capacity = capacity or factory.limits.max_running_total
         self.grace_s = grace_s
         self.worker_id = worker_id or self.new_id()
         self._running: dict[str, _Running] = {}
+        self._waiting: set[str] = set()  # runs waiting for input: no slot held here
+        self._resuming = 0  # runs waiting for a slot here to go on (ahead of new claims)
         self._slot_freed = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -94,7 +118,16 @@ class Worker:
 
     @property
     def running(self) -> int:
+        """Runs executing here, waiting ones included."""
         return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Runs waiting for their user's input here."""
+        return len(self._waiting)
+
+    def _free(self) -> int:
+        return self.capacity - (len(self._running) - len(self._waiting)) - self._resuming
 
     async def __aenter__(self) -> Worker:
         self.queue.attach(self)
@@ -115,6 +148,8 @@ class Worker:
             self._stopping = True
             for task in self._loops[:1]:  # claiming stops now; leases are kept while draining
                 task.cancel()
+        for run_id in list(self._waiting):  # its user may answer in an hour: interrupt it now
+            self._running[run_id].task.cancel()
         tasks = [r.task for r in self._running.values()]
         if tasks:
             log.info("waiting up to %.0f s for %d run(s) to finish", grace_s, len(tasks))
@@ -138,11 +173,44 @@ class Worker:
         elif running.cancel_reason is None:
             running.cancel_reason = reason
 
+    def answered(self, run_id: str) -> None:
+        """An answer to ``run_id``'s question may be stored: its gate reads it."""
+        running = self._running.get(run_id)
+        if running is not None:
+            running.answer_hint.set()
+
+    # -- waiting for input ------------------------------------------------------------------------
+
+    def _suspend(self, run_id: str) -> None:
+        entry = self._running[run_id]
+        self._waiting.add(run_id)
+        self.queue.suspend(entry.claim)
+        self._slot_freed.set()
+        if self._stopping:  # draining: a run that starts waiting now is interrupted at once
+            entry.task.cancel()
+
+    async def _resume(self, run_id: str) -> None:
+        entry = self._running[run_id]
+        if self.queue.admits_locally:
+            # The queue's scheduler grants this process's slots: its word is final here.
+            await self.queue.resume(entry.claim)
+            self._waiting.discard(run_id)
+            return
+        self._resuming += 1
+        try:
+            while self.capacity - (len(self._running) - len(self._waiting)) <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+        finally:
+            self._resuming -= 1
+        self._waiting.discard(run_id)  # holds a slot here from now on
+        await self.queue.resume(entry.claim)  # and, across the cluster, within its user's limit
+
     # -- loops ----------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.capacity - len(self._running)
+            free = self._free()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -170,9 +238,17 @@ class Worker:
         )
         if claim.fenced:
             self.writer.fence(run.run_id, run.attempt)
+        gate = StoreInputGate(
+            run, _Slot(self, run.run_id), entry.answer_hint, self.reads.db, self.writer
+        )
         try:
             engine = self.factory.create_engine(
-                context, self.writer, timeout_s=run.timeout_s, identity=identity_of(run)
+                context,
+                self.writer,
+                timeout_s=run.timeout_s,
+                identity=identity_of(run),
+                input_gate=gate,
+                new_thread=run.new_thread,
             )
             entry.engine = engine
             if entry.cancel_reason is not None:
@@ -203,6 +279,7 @@ class Worker:
             )
         finally:
             self._running.pop(run.run_id, None)
+            self._waiting.discard(run.run_id)
             if claim.fenced:
                 self.writer.unfence(run.run_id)
             self.queue.finished(claim)
@@ -231,6 +308,8 @@ class Worker:
                     self.cancel(run_id, "the worker lost its lease")
             for run_id, reason in renewal.cancels.items():
                 self.cancel(run_id, reason)
+            for run_id in renewal.answered:
+                self.answered(run_id)
 
 
 def _outcome_on(span: Span, outcome: RunOutcome) -> None:

@@ -91,7 +91,31 @@ async def _runtime(settings: Settings, registry: AgentRegistry) -> AsyncIterator
 
 
 async def _housekeeping(runtime: Runtime) -> None:
-    """Monitor checks and gauges every few seconds; idempotency keys purged hourly."""
+    """Monitor checks and gauges every few seconds; idempotency keys purged hourly; idle
+    threads deleted every ``retention_sweep_s`` when ``CORRAL_RETENTION_DAYS`` is set."""
+    loops = [_monitor(runtime)]
+    if runtime.settings.retention_days is not None:
+        loops.append(_retention(runtime, runtime.settings.retention_days))
+    await asyncio.gather(*loops)  # cancelled together at shutdown
+
+
+async def _retention(runtime: Runtime, days: float) -> None:
+    """Delete threads with no run for ``days``, with their runs and events (every API node
+    sweeps; a thread is deleted once, by whichever gets there first)."""
+    while True:
+        try:
+            deleted = await runtime.parts.threads.sweep(days)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("the retention sweep failed (%s); trying again later", exc)
+        else:
+            if deleted:
+                log.info("deleted %d thread(s) idle for %g days or more", deleted, days)
+        await asyncio.sleep(runtime.settings.retention_sweep_s)
+
+
+async def _monitor(runtime: Runtime) -> None:
     ticks = 0
     while True:
         await asyncio.sleep(MONITOR_INTERVAL_S)

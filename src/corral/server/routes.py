@@ -5,31 +5,28 @@ from __future__ import annotations
 import ipaddress
 import re
 from types import MappingProxyType
-from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from corral.core.context import ID_JSON_PATTERN
-from corral.core.events import dumps
 from corral.errors import InvalidRequest, NotFound
-from corral.runs.service import RunRequest
+from corral.runs.service import InputAnswer, RunRequest
 from corral.server.api import Answer, Operation, check_path_params
 from corral.server.auth import issue_token
 from corral.server.errors import invalid_field, validation_error
 from corral.server.params import Body, int_param, read_body, str_param
+from corral.server.responses import error_answers as _errors
+from corral.server.responses import json_response
 from corral.server.runtime import runtime_of
 from corral.server.schemas import AgentList, ErrorBody, EventList, Me, RunList, RunObject
 from corral.server.sse import stream_run
+from corral.server.thread_routes import THREAD_OPERATIONS
 from corral.server.tracing import run_trace
 from corral.store.records import ROW_CURSOR_PATTERN, decode_row_cursor
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out")
 
 
 # -- parameters (each parses and documents itself) ---------------------------------------------
@@ -133,6 +130,15 @@ async def cancel_run(request: Request) -> Response:
     user = await runtime.authenticate(request)
     (run_id,) = check_path_params(request, "run_id")
     record = await runtime.service.cancel(user.user_id, run_id)
+    return json_response(record.to_api(), 202)
+
+
+async def send_input(request: Request) -> Response:
+    runtime = runtime_of(request)
+    user = await runtime.authenticate(request)
+    (run_id,) = check_path_params(request, "run_id")
+    body = await read_body(request, InputAnswer, runtime.settings.max_body_bytes)
+    record = await runtime.service.send_input(user.user_id, run_id, body)
     return json_response(record.to_api(), 202)
 
 
@@ -264,19 +270,6 @@ async def dev_token(request: Request) -> Response:
 # -- the table ----------------------------------------------------------------------------------
 
 
-def _errors(*statuses: int) -> dict[int, Answer]:
-    texts = {
-        401: "missing, invalid or expired token",
-        404: "no such run (or not yours)",
-        409: "the request conflicts with the resource's state",
-        413: "body over the size limit",
-        422: "invalid request; `details` names each field",
-        429: "your queue is full (see Retry-After)",
-        503: "starting, shutting down, or the database is unavailable (see Retry-After)",
-    }
-    return {s: Answer(texts[s], ErrorBody) for s in statuses}
-
-
 RUN_ANSWER = Answer("the run object", RunObject)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -348,6 +341,21 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(RUN_ID,),
     ),
     Operation(
+        "POST",
+        "/v1/runs/{run_id}/input",
+        send_input,
+        "send_input",
+        "Answer your waiting run's open input request",
+        "runs",
+        MappingProxyType({202: RUN_ANSWER, **_errors(401, 404, 409, 413, 422, 503)}),
+        params=(RUN_ID,),
+        body=Body(InputAnswer, "the open request's id and the answer"),
+        description="The value must match the request's JSON Schema (422 with `details` "
+        "otherwise; the run keeps waiting). 409 for a run that is not waiting, or a "
+        "`request_id` that is not its open, unanswered request. The run then emits "
+        "`input_received` and goes on as soon as a running slot is free.",
+    ),
+    Operation(
         "GET",
         "/v1/runs/{run_id}/events",
         list_events,
@@ -392,6 +400,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=Body(DevTokenRequest, "the user name"),
         auth=False,
     ),
+    *THREAD_OPERATIONS,
     Operation(
         "GET",
         "/v1/dev/token",

@@ -57,7 +57,7 @@ class RunObject(BaseModel):
     run_id: str
     thread_id: str
     agent: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+    status: Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]
     input: JsonValue
     output: JsonValue
     error: RunError | None
@@ -79,6 +79,8 @@ class EventObject(BaseModel):
         "tool_executing",
         "tool_completed",
         "agent_update",
+        "input_requested",
+        "input_received",
         "agent_completed",
         "agent_error",
         "agent_cancelled",
@@ -92,3 +94,17 @@ class EventObject(BaseModel):
 
 class EventList(BaseModel):
     events: list[EventObject]
+
+
+class ThreadObject(BaseModel):
+    thread_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    state: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class ThreadList(BaseModel):
+    threads: list[ThreadObject]
+    next_cursor: str | None

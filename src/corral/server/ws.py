@@ -23,7 +23,7 @@ from corral.errors import (
     Unauthorized,
     details_from,
 )
-from corral.runs.service import RunRequest
+from corral.runs.service import InputAnswer, RunRequest
 from corral.server.auth_request import auth_request, with_token
 from corral.server.errors import answer_for
 from corral.server.params import MAX_INT
@@ -286,13 +286,16 @@ class _Session:
             # Not waiting for the run to end: this socket keeps reading; the terminal event
             # arrives on it like any other.
             await self.runtime.service.cancel(self.user_id, run_id, wait=False)
+        elif kind == "send_input":
+            await self._send_input(doc)
         elif kind == "resume":
             await self._resume(doc)
         elif kind == "auth":
             raise InvalidRequest("this connection is already authenticated")
         else:
             raise InvalidRequest(
-                f"unknown message type {kind[:40]!r}: use start_run, cancel_run, resume or ping"
+                f"unknown message type {kind[:40]!r}: use start_run, send_input, cancel_run, "
+                "resume or ping"
             )
 
     async def _start_run(self, doc: dict[str, Any]) -> None:
@@ -312,6 +315,22 @@ class _Session:
                 }
             )
         )
+
+    async def _send_input(self, doc: dict[str, Any]) -> None:
+        """Answer a waiting run; nothing is sent back on success (its ``input_received``
+        arrives like any event), a refusal is an ``error`` with the HTTP route's code."""
+        run_id = doc.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidRequest(
+                "send_input needs a run_id",
+                [{"field": "run_id", "message": "required", "type": "missing"}],
+            )
+        body = {k: v for k, v in doc.items() if k not in ("type", "run_id", "client_ref")}
+        try:
+            answer = InputAnswer.model_validate(body)
+        except ValidationError as exc:
+            raise InvalidRequest("send_input is not valid", details_from(exc)) from None
+        await self.runtime.service.send_input(self.user_id, run_id, answer)
 
     async def _resume(self, doc: dict[str, Any]) -> None:
         run_id, after = doc.get("run_id"), doc.get("after", 0)

@@ -165,6 +165,7 @@ class CreateRun(Op[tuple[RunRecord, bool]]):
             identity=new.identity,
             trace=new.trace,
             row_id=int(row_id),
+            new_thread=new.new_thread,
         )
         return record, True
 

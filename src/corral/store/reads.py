@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from corral.core.events import RunStatus
+from typing import Any
+
+from corral.core.events import RunStatus, loads
 from corral.store import statements as S
 from corral.store.database import Database
-from corral.store.records import RunRecord, encode_row_cursor
+from corral.store.inputs import OpenInput, read_open_input
+from corral.store.records import RunRecord, ThreadRecord, encode_row_cursor, encode_thread_cursor
 from corral.store.sql import Sql
 
 
@@ -31,6 +34,12 @@ class Reads:
             return None if row is None else RunRecord.from_row(row)
 
         return await self.db.read(read)
+
+    async def open_input(self, user_id: str, run_id: str) -> OpenInput | None:
+        """The caller's run's question and answer state; None for a missing run or another's."""
+        if not _storable(run_id):
+            return None
+        return await self.db.read(lambda sql: read_open_input(sql, user_id, run_id))
 
     async def run_status(self, run_id: str) -> RunStatus | None:
         """Any run's status (internal: the caller checked ownership already)."""
@@ -110,3 +119,40 @@ class Reads:
             return [body.encode() for (body,) in rows]
 
         return await self.db.read(read)
+
+    # -- threads ----------------------------------------------------------------------------------
+
+    async def get_thread(self, user_id: str, thread_id: str) -> ThreadRecord | None:
+        """The thread if ``user_id`` owns it; None for a missing thread *and* for another's."""
+        if not _storable(thread_id):
+            return None
+
+        def read(sql: Sql) -> ThreadRecord | None:
+            row = sql.one(S.GET_THREAD, {"thread_id": thread_id, "user_id": user_id})
+            return None if row is None else ThreadRecord.from_row(row)
+
+        return await self.db.read(read)
+
+    async def list_threads(
+        self, user_id: str, *, limit: int = 50, cursor: tuple[str, str] | None = None
+    ) -> tuple[list[ThreadRecord], str | None]:
+        """A page of the caller's threads, most recently updated first, and the next page's
+        cursor (or None). ``cursor`` is the (updated_at, thread_id) the last page ended at."""
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
+        if cursor is not None:
+            params["ts"], params["thread_id"] = cursor
+        query = S.LIST_THREADS_AFTER if cursor is not None else S.LIST_THREADS
+        rows = await self.db.read(lambda sql: sql.all(query, params))
+        records = [ThreadRecord.from_row(r) for r in rows[:limit]]
+        if len(rows) <= limit or not records:
+            return records, None
+        last = records[-1]
+        return records, encode_thread_cursor(last.updated_at, last.thread_id)
+
+    async def thread_state(self, user_id: str, thread_id: str) -> dict[str, Any]:
+        """The caller's thread's saved state (``{}`` when none, or not theirs)."""
+        raw = await self.db.read(
+            lambda sql: sql.value(S.THREAD_STATE, {"thread_id": thread_id, "user_id": user_id})
+        )
+        state = {} if raw is None else loads(raw)
+        return state if isinstance(state, dict) else {}

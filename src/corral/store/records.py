@@ -13,7 +13,8 @@ RUN_COLUMNS = (
     "run_id, user_id, thread_id, agent, status, input, output, error, created_at, started_at, "
     "finished_at, last_seq, timeout_s, attempt, identity, trace, input_request, id"
 )
-THREAD_COLUMNS = "thread_id, user_id, title, metadata, state, created_at, updated_at, id"
+# What a thread cursor may hold: a stored timestamp and a server-made thread id.
+THREAD_COLUMNS = "thread_id, user_id, title, metadata, state, created_at, updated_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class RunRecord:
     trace: str | None = None
     input_request: dict[str, Any] | None = None
     row_id: int = 0
+    # Known only to the process that created the run (never read back): the run started its
+    # thread, so the thread's state is {} and need not be read when the run starts.
+    new_thread: bool = False
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
@@ -90,7 +94,6 @@ class ThreadRecord:
     state: dict[str, Any]
     created_at: str
     updated_at: str
-    row_id: int = 0
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ThreadRecord:
@@ -102,7 +105,6 @@ class ThreadRecord:
             state={} if row[4] is None else loads(row[4]),
             created_at=row[5],
             updated_at=row[6] or row[5],
-            row_id=int(row[7]),
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -126,6 +128,26 @@ _ROW_CURSOR = re.compile(ROW_CURSOR_PATTERN)
 
 def encode_row_cursor(row_id: int) -> str:
     return f"r{row_id}"
+
+
+# Threads page by (updated_at, thread_id): "<updated_at>~<thread_id>", of the same published
+# kind as the row cursor.
+THREAD_CURSOR_PATTERN = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z~[A-Za-z0-9_-]{1,160}$"
+)
+_THREAD_CURSOR = re.compile(THREAD_CURSOR_PATTERN)
+
+
+def encode_thread_cursor(updated_at: str, thread_id: str) -> str:
+    return f"{updated_at}~{thread_id}"
+
+
+def decode_thread_cursor(cursor: str) -> tuple[str, str] | None:
+    """The (updated_at, thread_id) position of a thread cursor, or None."""
+    if not _THREAD_CURSOR.fullmatch(cursor):
+        return None
+    updated_at, _, thread_id = cursor.partition("~")
+    return updated_at, thread_id
 
 
 def decode_row_cursor(cursor: str) -> int | None:

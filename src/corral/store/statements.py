@@ -48,6 +48,15 @@ def list_runs_query(*, thread: bool, status: bool, cursor: bool) -> Q:
 
 
 MARK_STARTED = Q("UPDATE runs SET status = 'running', started_at = :ts WHERE run_id = :run_id")
+# input_requested / input_received (contract §9): the run waits for its user, and goes on.
+MARK_WAITING = Q(
+    "UPDATE runs SET status = 'waiting', input_request = :request, input_answer = NULL "
+    "WHERE run_id = :run_id AND status = 'running'"
+)
+MARK_RESUMED = Q(
+    "UPDATE runs SET status = 'running', input_request = NULL, input_answer = NULL "
+    "WHERE run_id = :run_id AND status IN ('running', 'waiting')"
+)
 MARK_FINISHED = Q(
     "UPDATE runs SET status = :status, output = :output, error = :error, finished_at = :ts, "
     "input_request = NULL, input_answer = NULL, lease_owner = NULL WHERE run_id = :run_id"
@@ -104,6 +113,19 @@ GET_THREAD = Q(
     f"SELECT {THREAD_COLUMNS} FROM threads WHERE thread_id = :thread_id AND user_id = :user_id"
 )
 TOUCH_THREAD = Q("UPDATE threads SET updated_at = :ts WHERE thread_id = :thread_id")
+THREAD_STATE = Q("SELECT state FROM threads WHERE thread_id = :thread_id AND user_id = :user_id")
+LIST_THREADS = Q(
+    f"SELECT {THREAD_COLUMNS} FROM threads WHERE user_id = :user_id "
+    "ORDER BY updated_at DESC, thread_id DESC LIMIT :limit"
+)
+LIST_THREADS_AFTER = Q(
+    f"SELECT {THREAD_COLUMNS} FROM threads WHERE user_id = :user_id "
+    "AND (updated_at < :ts OR (updated_at = :ts AND thread_id < :thread_id)) "
+    "ORDER BY updated_at DESC, thread_id DESC LIMIT :limit"
+)
+SAVE_STATE = Q(
+    "UPDATE threads SET state = :state WHERE thread_id = :thread_id AND user_id = :user_id"
+)
 
 # -- idempotency ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from corral.core.events import Event, EventType
+from corral.core.events import Event, EventType, dumps
 from corral.errors import FencedError, RequestError, StoreError, StoreUnavailable
 from corral.outage import Outage
 from corral.store import statements as S
@@ -111,7 +111,9 @@ class EventWriter:
         done: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Emit(event, event.to_json(), done))
         self._wakeup.set()
-        if event.terminal or len(self._pending) > self._max_backlog:
+        if event.terminal or event.type is EventType.INPUT_REQUESTED:
+            return done  # the run waits for the commit (for input_requested, see Questions.ask)
+        if len(self._pending) > self._max_backlog:
             return done
         if self._accepted is None:
             self._accepted = loop.create_future()
@@ -338,21 +340,45 @@ def _write_events(
             for i in kept
         ),
     )
-    started = [{"run_id": i.event.run_id, "ts": i.event.ts} for i in kept if _starts(i.event)]
-    if started:
-        sql.many(S.MARK_STARTED, started)
-    finished = [finish_params(i.event) for i in kept if i.event.terminal]
-    if finished:
-        sql.many(S.MARK_FINISHED, finished)
-        sql.many(
-            S.TOUCH_THREAD,
-            ({"thread_id": i.event.thread_id, "ts": i.event.ts} for i in kept if i.event.terminal),
-        )
+    _mark_runs(sql, [i.event for i in kept])
     emitted.extend((i.event, i.payload) for i in kept)
 
 
-def _starts(event: Event) -> bool:
-    return event.type is EventType.AGENT_STARTED
+def _mark_runs(sql: Sql, events: list[Event]) -> None:
+    """The run and thread rows the stored ``events`` change, in lifecycle order. A run's
+    ``input_requested`` is committed before anything after it is emitted, so a batch may hold
+    its ``input_received`` followed by its next ``input_requested``, never the reverse, nor an
+    ``input_requested`` followed by the terminal event."""
+    started = [{"run_id": e.run_id, "ts": e.ts} for e in events if _is(e, EventType.AGENT_STARTED)]
+    if started:
+        sql.many(S.MARK_STARTED, started)
+    resumed = [{"run_id": e.run_id} for e in events if _is(e, EventType.INPUT_RECEIVED)]
+    if resumed:
+        sql.many(S.MARK_RESUMED, resumed)
+    waiting = [
+        {"run_id": e.run_id, "request": dumps(e.data).decode()}
+        for e in events
+        if _is(e, EventType.INPUT_REQUESTED)
+    ]
+    if waiting:
+        sql.many(S.MARK_WAITING, waiting)
+    finished = [e for e in events if e.terminal]
+    if not finished:
+        return
+    sql.many(S.MARK_FINISHED, [finish_params(e) for e in finished])
+    sql.many(S.TOUCH_THREAD, [{"thread_id": e.thread_id, "ts": e.ts} for e in finished])
+    # The thread's new state is saved with the agent_completed that carries it, or not at all.
+    states = [
+        {"thread_id": e.thread_id, "user_id": e.user_id, "state": e.thread_state.decode()}
+        for e in finished
+        if e.thread_state is not None and e.type is EventType.AGENT_COMPLETED
+    ]
+    if states:
+        sql.many(S.SAVE_STATE, states)
+
+
+def _is(event: Event, type_: EventType) -> bool:
+    return event.type is type_
 
 
 def _update_last_seq(sql: Sql, last_seq: dict[str, int], attempts: dict[str, int]) -> set[str]:
