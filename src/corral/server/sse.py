@@ -2,13 +2,15 @@
 
 The stream attaches to the user's events inside the response body, so a response whose body
 is never read attaches nothing, and leaving the body — the run ended, the client went away, the
-server stops — always detaches.
+server stops — always detaches. ``POST /v1/runs/stream`` and the AG-UI routes stream the same
+way with another :data:`Framer` (how one stored event becomes SSE bytes) and a ``prelude``
+(what is sent before the first event).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from starlette.responses import StreamingResponse
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 KEEPALIVE_S = 15.0
 _CLOSED = b""
+
+# One stored event (its wire JSON) → the SSE bytes to send for it (maybe none), and whether
+# the stream ends after them.
+Framer = Callable[[bytes], tuple[bytes, bool]]
 
 
 class _StreamTransport:
@@ -52,16 +58,39 @@ def frame(raw: bytes) -> tuple[bytes, bool]:
     )
 
 
-def stream_run(runtime: Runtime, record: RunRecord, after: int) -> StreamingResponse:
-    """The SSE response of ``record``'s run from ``after``; it ends after the terminal event."""
+def message(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
+    """One SSE message; ``data`` is one line of JSON."""
+    head = b"" if id is None else b"id: %d\n" % id
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
+def stream_run(
+    runtime: Runtime,
+    record: RunRecord,
+    after: int,
+    *,
+    framer: Framer = frame,
+    prelude: bytes = b"",
+) -> StreamingResponse:
+    """The SSE response of ``record``'s run from ``after``; it ends after the terminal event.
+
+    ``prelude`` goes out first, before the stream attaches; ``framer`` turns each event into
+    SSE bytes (by default the contract's ``id``/``event``/``data`` message).
+    """
     return StreamingResponse(
-        _frames(runtime, record, after),
+        _frames(runtime, record, after, framer, prelude),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _frames(runtime: Runtime, record: RunRecord, after: int) -> AsyncIterator[bytes]:
+async def _frames(
+    runtime: Runtime, record: RunRecord, after: int, framer: Framer, prelude: bytes
+) -> AsyncIterator[bytes]:
+    if prelude:
+        yield prelude
     if record.finished and after >= record.last_seq:
         return  # resumed at or past the terminal event: nothing more will come
     transport = _StreamTransport()
@@ -88,8 +117,9 @@ async def _frames(runtime: Runtime, record: RunRecord, after: int) -> AsyncItera
                     continue
                 if raw is _CLOSED or not raw:
                     return
-                message, terminal = frame(raw)
-                yield message
+                framed, terminal = framer(raw)
+                if framed:
+                    yield framed
                 if terminal:
                     return
         finally:

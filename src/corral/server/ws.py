@@ -16,7 +16,7 @@ from corral.core.connection import CLOSE_POLICY, CLOSE_TOO_BIG, Connection
 from corral.core.events import dumps, loads
 from corral.core.pool import ConnectionLimitError
 from corral.errors import CorralError, InvalidRequest, Unauthorized, details_from
-from corral.runs.service import RunRequest
+from corral.runs.service import RunRequest, check_client_ref
 from corral.server.auth import Identity, bearer
 from corral.server.errors import answer_for
 from corral.server.params import MAX_INT
@@ -205,8 +205,12 @@ class _Session:
             self.conn.offer(error_message("unavailable", "the server could not handle that"))
             return
         extra: dict[str, Any] = {}
-        if "client_ref" in doc:
-            extra["client_ref"] = doc["client_ref"]
+        ref = doc.get("client_ref")
+        # Echoed only when it is one (a bad client_ref is the error being answered): whatever
+        # else a client sends there must not make the answer itself fail.
+        if doc.get("type") == "start_run" and isinstance(ref, str) and ref:
+            with contextlib.suppress(InvalidRequest):
+                extra["client_ref"] = check_client_ref(ref)
         self.conn.offer(dumps(answer.ws_message(**extra)))
 
     async def _dispatch(self, doc: dict[str, Any]) -> None:
@@ -235,22 +239,19 @@ class _Session:
             )
 
     async def _start_run(self, doc: dict[str, Any]) -> None:
+        """Start a run; a ``client_ref`` is its idempotency key (contract §5), in the same
+        per-user key space as HTTP's ``Idempotency-Key``: a repeated ``start_run`` with it
+        starts nothing and is answered with the first run."""
+        ref = check_client_ref(doc.get("client_ref"))
         body = {k: v for k, v in doc.items() if k not in ("type", "client_ref")}
         try:
             request = RunRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequest("start_run is not valid", details_from(exc)) from None
-        record, _ = await self.runtime.service.start(self.user_id, request)
-        self.runtime.metrics.runs_submitted.labels("ws").inc()
-        self.conn.offer(
-            dumps(
-                {
-                    "type": "run_accepted",
-                    "client_ref": doc.get("client_ref"),
-                    "run": record.to_api(),
-                }
-            )
-        )
+        record, created = await self.runtime.service.start(self.user_id, request, ref)
+        if created:
+            self.runtime.metrics.runs_submitted.labels("ws").inc()
+        self.conn.offer(dumps({"type": "run_accepted", "client_ref": ref, "run": record.to_api()}))
 
     async def _resume(self, doc: dict[str, Any]) -> None:
         run_id, after = doc.get("run_id"), doc.get("after", 0)
