@@ -536,7 +536,12 @@ export class CorralClient {
     if (!start) return;
     this.#starts.delete(message.client_ref);
     const run = message.run;
-    if (run && typeof run.run_id === 'string') this.#track(run.run_id);
+    if (run && typeof run.run_id === 'string') {
+      const tracked = this.#track(run.run_id);
+      // A start sent again is answered with the first run, which may have emitted events
+      // while no socket was open: fetch what this socket has not seen.
+      if (Number.isInteger(run.last_seq) && run.last_seq > tracked.last) this.#resumeRun(tracked);
+    }
     start.resolve(run);
   }
 

@@ -203,3 +203,36 @@ async def test_a_start_run_retried_after_its_socket_dropped_starts_one_run(
         accepted = await recv_type(again, "run_accepted")
     runs = await runs_of(server, alice)
     assert [r["run_id"] for r in runs] == [accepted["run"]["run_id"]]
+
+
+@protocol_only
+async def test_a_start_run_whose_socket_closes_at_once_runs_or_was_never_stored(
+    server: LiveServer,
+) -> None:
+    """start_run, then the socket is aborted at once, thirty times — the handler is cancelled
+    somewhere in the start — then each start is sent again with its client_ref: thirty runs,
+    and every one runs to its end (none is left stored as queued with no queue knowing it)."""
+    alice = user()
+    headers = {"Authorization": f"Bearer {server.token(alice)}"}
+    refs = [f"abort-{n}-{uuid.uuid4().hex}" for n in range(30)]
+    for ref in refs:
+        ws = await websockets.connect(server.ws_url, additional_headers=headers)
+        assert (await recv(ws))["type"] == "ready"
+        await ws.send(start(ref))
+        ws.transport.abort()
+    async with socket_of(server, alice) as ws:
+        for ref in refs:
+            await ws.send(start(ref))
+            assert (await recv_type(ws, "run_accepted"))["client_ref"] == ref
+    runs: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                runs = await runs_of(server, alice)
+                if all(r["status"] == "succeeded" for r in runs):
+                    break
+                await asyncio.sleep(0.05)  # polling the server's stored state
+    except TimeoutError:
+        stuck = [r["run_id"] for r in runs if r["status"] != "succeeded"]
+        raise AssertionError(f"runs that never ran: {stuck}") from None
+    assert len(runs) == len(refs)

@@ -78,7 +78,6 @@ class Session:
     ) -> None:
         self._http = http
         self._url = ws_url(base_url)
-        self._resume_unfinished = resume_unfinished
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(queue_size)
         self._order = RunOrder()
@@ -88,7 +87,9 @@ class Session:
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._error: CorralAPIError | None = None
-        self._watermark: str | None = None  # created_at of the newest run seen by discovery
+        # created_at of the newest run when discovery last looked; runs made later are new.
+        self._watermark = ""
+        self._unfinished_pending = resume_unfinished
         self.user_id: str | None = None
         self.connects = 0
 
@@ -111,12 +112,19 @@ class Session:
         await self.aclose()
 
     async def open(self) -> None:
-        """Connect and sign in; returns once the first socket is ready. Raises
-        :class:`CorralAPIError` if the server refuses (or cannot be reached within the
-        client's retries)."""
+        """Note the newest run (runs made later are this session's), connect and sign in;
+        returns once the first socket is ready. Raises :class:`CorralAPIError` if the server
+        refuses (or cannot be reached within the client's retries)."""
         if self._state is not SessionState.NEW:
             raise IllegalTransition("opening a session", "new", self._state.value)
         self._state = SessionState.OPEN
+        try:
+            # Runs made from now on are this session's: the first look starts here.
+            newest = await self._runs_page(limit=1)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._watermark = newest[0]["created_at"] if newest else ""
         loop = asyncio.get_running_loop()
         self._first = loop.create_future()
         self._task = loop.create_task(self._connection())
@@ -290,11 +298,10 @@ class Session:
         self.connects += 1
         doc = orjson.loads(ready)
         self.user_id = doc.get("user_id") if isinstance(doc, dict) else None
-        first = self.connects == 1
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
         gaps: set[str] = set()  # runs this socket was asked to resume because of a gap
-        discovery = asyncio.get_running_loop().create_task(self._discover(ws, first))
+        discovery = asyncio.get_running_loop().create_task(self._discover(ws))
         try:
             for run in self._order.unfinished():
                 await self._send_resume(ws, run.run_id, run.last)
@@ -334,7 +341,12 @@ class Session:
             run = doc.get("run")
             start = self._starts.get(str(doc.get("client_ref")))
             if isinstance(run, dict) and isinstance(run.get("run_id"), str):
-                self._order.track(run["run_id"])
+                progress = self._order.track(run["run_id"])
+                # A repeated start is answered with the first run, which may have emitted
+                # events while no socket was open: fetch what this one has not seen.
+                last_seq = run.get("last_seq")
+                if isinstance(last_seq, int) and last_seq > progress.last and not progress.done:
+                    await self._send_resume(ws, run["run_id"], progress.last)
                 if start is not None and not start.done.done():
                     start.done.set_result(cast(Run, run))
         elif kind == "error":
@@ -353,23 +365,23 @@ class Session:
 
     # -- finding runs over HTTP -----------------------------------------------------------------
 
-    async def _discover(self, ws: ClientConnection, first: bool) -> None:
-        """Runs to resume that the socket cannot tell about: on the first socket, the runs that
-        are unfinished now (with ``resume_unfinished``); on later ones, every run created
-        since the last look (they may have started and even ended while no socket was open).
+    async def _discover(self, ws: ClientConnection) -> None:
+        """Runs to resume that the socket cannot tell about: the runs that were unfinished
+        when the session opened (with ``resume_unfinished``, until that list was read once),
+        and every run created since the last look — they may have started, and even ended,
+        while no socket was open.
 
-        Runs concurrently with the socket's reading; a failure here is retried on the next
-        socket, from the same mark."""
+        Runs concurrently with the socket's reading. A look that fails (or whose socket drops
+        first) is made again on the next socket, from the same mark, so nothing is skipped."""
         try:
             newest = await self._runs_page(limit=1)
             mark = newest[0]["created_at"] if newest else ""
-            if first:
-                if self._resume_unfinished:
-                    for status in UNFINISHED:
-                        await self._resume_all(ws, await self._all_runs(status=status))
-            elif self._watermark is not None:
-                await self._resume_all(ws, await self._all_runs(since=self._watermark))
-            self._watermark = max(mark, self._watermark or "")
+            if self._unfinished_pending:
+                for status in UNFINISHED:
+                    await self._resume_all(ws, await self._all_runs(status=status))
+                self._unfinished_pending = False
+            await self._resume_all(ws, await self._all_runs(since=self._watermark))
+            self._watermark = max(mark, self._watermark)
         except CorralAPIError as exc:
             log.info("session: could not list runs to resume (%s); trying on the next socket", exc)
 

@@ -115,6 +115,8 @@ class RunStream:
                             yield event
                             if event["type"] in TERMINAL_TYPES:
                                 return
+                        if await self._ended():
+                            return
                         failure = ConnectionError("the stream ended before the run did")
             except httpx.TransportError as exc:
                 failure = exc
@@ -128,6 +130,18 @@ class RunStream:
                 ) from failure
             self.reconnects += 1
             await asyncio.sleep(backoff.delay(failures - 1))
+
+    async def _ended(self) -> bool:
+        """Whether a body that ended without a terminal event ended the stream after all: the
+        server ends it at once for a finished run resumed at or past its last event."""
+        if self.run_id is None:
+            return False
+        try:
+            run = await self._http.request("GET", f"/v1/runs/{self.run_id}", retry=True)
+        except CorralAPIError:
+            return False
+        finished = run.get("status") not in ("queued", "running", "waiting")
+        return bool(finished and run.get("last_seq", 0) <= self.last_seq)
 
     async def _read(self, response: httpx.Response) -> AsyncIterator[Event]:
         """The events of one response that continue the stream; returns at a gap (never sent

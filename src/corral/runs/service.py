@@ -8,6 +8,7 @@ checked against the store: another user's run reads exactly like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import unicodedata
@@ -118,7 +119,8 @@ class RunService:
         self, user_id: str, request: RunRequest, idempotency_key: str | None = None
     ) -> tuple[RunRecord, bool]:
         """Validate, store and queue one run. Returns (run, created): created is False when
-        an idempotency key's retry returned the earlier run.
+        an idempotency key's retry returned the earlier run. Once the run is being stored,
+        cancelling the caller does not stop it from being stored and queued.
 
         ``idempotency_key`` is an HTTP ``Idempotency-Key`` or a WebSocket ``client_ref``: one
         key space per user, so the same string over either route names the same start (a
@@ -168,6 +170,12 @@ class RunService:
             max_queued=self.limits.max_queued_per_user,
             idempotency=idempotency,
         )
+        # Shielded: a caller cancelled between the commit and the queue (a socket closed
+        # mid-start) must not leave a run stored as queued that no queue knows — it would never
+        # run, and a retry with the same key would be answered with it.
+        return await asyncio.shield(self._store_and_queue(new))
+
+    async def _store_and_queue(self, new: NewRun) -> tuple[RunRecord, bool]:
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:
             await self.queue.submit(record)
