@@ -65,28 +65,32 @@ describe('against a live server', { skip: needsServer }, () => {
     },
   );
 
-  test('startRun goes over the socket by default, resolves on run_accepted; its events follow', TIMEOUT, async () => {
-    const sent = [];
-    class RecordingWebSocket extends WebSocket {
-      send(data) {
-        sent.push(JSON.parse(data).type);
-        super.send(data);
+  test(
+    'startRun goes over the socket by default, resolves on run_accepted; its events follow',
+    TIMEOUT,
+    async () => {
+      const sent = [];
+      class RecordingWebSocket extends WebSocket {
+        send(data) {
+          sent.push(JSON.parse(data).type);
+          super.send(data);
+        }
       }
-    }
-    await withClient('ws-start', { WebSocket: RecordingWebSocket }, async ({ client, recorder, token }) => {
-      await client.ready();
-      const run = await client.startRun(
-        'echo',
-        { message: 'over the socket', steps: 2 },
-        { clientRef: 'ws-ref-1' },
-      );
-      assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
-      assert.ok(sent.includes('start_run'), `sent: ${sent}`);
-      await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
-      checkRun(recorder.events(run.run_id), run.run_id);
-      assert.deepEqual(recorder.events(run.run_id), await storedEvents(token, run.run_id));
-    });
-  });
+      await withClient('ws-start', { WebSocket: RecordingWebSocket }, async ({ client, recorder, token }) => {
+        await client.ready();
+        const run = await client.startRun(
+          'echo',
+          { message: 'over the socket', steps: 2 },
+          { clientRef: 'ws-ref-1' },
+        );
+        assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
+        assert.ok(sent.includes('start_run'), `sent: ${sent}`);
+        await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
+        checkRun(recorder.events(run.run_id), run.run_id);
+        assert.deepEqual(recorder.events(run.run_id), await storedEvents(token, run.run_id));
+      });
+    },
+  );
 
   test(
     'a socket start whose socket drops before run_accepted is sent again, same client_ref',
