@@ -22,6 +22,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from corral.client.discovery import RunFinder
 from corral.client.errors import CorralAPIError, closed_error
 from corral.client.order import RunOrder
 from corral.client.socket import CLOSE_POLICY, open_socket, ws_url
@@ -33,8 +34,6 @@ log = logging.getLogger("corral.client")
 
 # The server closes a socket on a message over 64 KiB; a start near that goes over HTTP.
 SOCKET_MAX_BYTES = 60 * 1024
-UNFINISHED = ("queued", "running", "waiting")
-PAGE = 200
 
 
 class SessionState(enum.Enum):
@@ -87,9 +86,7 @@ class Session:
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._error: CorralAPIError | None = None
-        # created_at of the newest run when discovery last looked; runs made later are new.
-        self._watermark = ""
-        self._unfinished_pending = resume_unfinished
+        self._finder = RunFinder(http, unfinished=resume_unfinished)
         self.user_id: str | None = None
         self.connects = 0
 
@@ -119,12 +116,10 @@ class Session:
             raise IllegalTransition("opening a session", "new", self._state.value)
         self._state = SessionState.OPEN
         try:
-            # Runs made from now on are this session's: the first look starts here.
-            newest = await self._runs_page(limit=1)
+            await self._finder.start()  # runs made from now on are this session's
         except BaseException:
             await self.aclose()
             raise
-        self._watermark = newest[0]["created_at"] if newest else ""
         loop = asyncio.get_running_loop()
         self._first = loop.create_future()
         self._task = loop.create_task(self._connection())
@@ -366,52 +361,16 @@ class Session:
     # -- finding runs over HTTP -----------------------------------------------------------------
 
     async def _discover(self, ws: ClientConnection) -> None:
-        """Runs to resume that the socket cannot tell about: the runs that were unfinished
-        when the session opened (with ``resume_unfinished``, until that list was read once),
-        and every run created since the last look — they may have started, and even ended,
-        while no socket was open.
+        """Resume the runs :class:`RunFinder` finds that this session does not follow yet.
 
-        Runs concurrently with the socket's reading. A look that fails (or whose socket drops
-        first) is made again on the next socket, from the same mark, so nothing is skipped."""
+        Runs concurrently with the socket's reading; a look that fails is made again on the
+        next socket, over the same span."""
         try:
-            newest = await self._runs_page(limit=1)
-            mark = newest[0]["created_at"] if newest else ""
-            if self._unfinished_pending:
-                for status in UNFINISHED:
-                    await self._resume_all(ws, await self._all_runs(status=status))
-                self._unfinished_pending = False
-            await self._resume_all(ws, await self._all_runs(since=self._watermark))
-            self._watermark = max(mark, self._watermark)
+            runs = await self._finder.look()
         except CorralAPIError as exc:
             log.info("session: could not list runs to resume (%s); trying on the next socket", exc)
-
-    async def _resume_all(self, ws: ClientConnection, runs: list[Run]) -> None:
+            return
         for run in runs:
             if run["run_id"] not in self._order:
                 self._order.track(run["run_id"])
                 await self._send_resume(ws, run["run_id"], 0)
-
-    async def _runs_page(self, **params: str | int) -> list[Run]:
-        page = await self._http.request("GET", "/v1/runs", params=params, retry=True)
-        return cast(list[Run], page["runs"])
-
-    async def _all_runs(self, *, status: str | None = None, since: str | None = None) -> list[Run]:
-        """The caller's runs with ``status``, or created at or after ``since``, newest first."""
-        found: list[Run] = []
-        params: dict[str, str | int] = {"limit": PAGE}
-        if status is not None:
-            params["status"] = status
-        while True:
-            try:
-                page = await self._http.request("GET", "/v1/runs", params=params, retry=True)
-            except CorralAPIError as exc:
-                if exc.code == "validation_error" and status is not None:
-                    return found  # a server that does not know this status
-                raise
-            for run in page["runs"]:
-                if since is not None and run["created_at"] < since:
-                    return found
-                found.append(run)
-            if not page.get("next_cursor"):
-                return found
-            params["cursor"] = page["next_cursor"]
