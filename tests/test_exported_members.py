@@ -37,6 +37,7 @@ EXPORTED = [
 CLIENT_EXPORTED = [
     "TERMINAL_TYPES",
     "Agent",
+    "AguiStream",
     "AsyncClient",
     "ClientState",
     "CorralAPIError",

@@ -32,11 +32,11 @@ def test_sse_parser_follows_the_html_rules_however_the_bytes_are_split() -> None
             got += parser.feed(STREAM[at : at + step])
             at += step
         assert got == whole
-    assert [(m.event, m.data, m.id) for m in whole] == [
-        ("agent_started", '{"a": 1}', "1"),
-        ("agent_thinking", "line one\nline two", "2"),
-        ("message", "no space", "3"),
-        ("run", '{"café": true}', "3"),
+    assert [(m.event, m.data, m.id, m.own_id) for m in whole] == [
+        ("agent_started", '{"a": 1}', "1", True),
+        ("agent_thinking", "line one\nline two", "2", True),
+        ("message", "no space", "3", True),
+        ("run", '{"café": true}', "3", False),  # the last id, carried forward
     ]
 
 

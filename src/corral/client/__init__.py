@@ -12,12 +12,14 @@
   Server-Sent Events, resumed by ``seq`` after any drop, ending after the terminal event.
 - :meth:`AsyncClient.session`: every event of every run of the user over one WebSocket that
   reconnects, resumes unfinished runs and drops duplicates.
+- :meth:`AsyncClient.ag_ui`: a run in the AG-UI protocol, resumed after any drop.
 - Every HTTP route of the API as a method; refusals raise :class:`CorralAPIError`.
 
 It talks to a server only over HTTP and WebSocket (httpx, websockets) and imports nothing of
 corral's server.
 """
 
+from corral.client.agui import AguiStream
 from corral.client.client import AsyncClient, ClientState
 from corral.client.errors import CorralAPIError
 from corral.client.session import Session, SessionState
@@ -39,6 +41,7 @@ from corral.client.types import (
 __all__ = [
     "TERMINAL_TYPES",
     "Agent",
+    "AguiStream",
     "AsyncClient",
     "ClientState",
     "CorralAPIError",

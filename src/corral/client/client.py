@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
+from corral.client.agui import AguiStream
 from corral.client.session import Session
 from corral.client.stream import RunStream
 from corral.client.transport import Auth, Backoff, Http
@@ -222,6 +223,15 @@ class AsyncClient:
         )
         self._sessions.add(session)
         return session
+
+    def ag_ui(
+        self, agent: str, run_input: dict[str, Any], idempotency_key: str | None = None
+    ) -> AguiStream:
+        """``POST /v1/ag-ui/{agent}`` with an AG-UI ``RunAgentInput``: the run's AG-UI events
+        (:class:`AguiStream`), each once, resumed after any drop, ending after ``RUN_FINISHED``
+        or ``RUN_ERROR``. For AG-UI in Python; the corral events are in :meth:`stream`."""
+        _path("agent", agent)
+        return AguiStream(self._http, quote(agent, safe=""), run_input, idempotency_key)
 
     # -- threads (contract §10) -----------------------------------------------------------------
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class SSEMessage:
     """One message: its ``event`` name (``message`` when none was given), its ``data`` (the
-    ``data:`` lines joined by newlines) and the last event ``id`` seen so far, if any."""
+    ``data:`` lines joined by newlines), the last event ``id`` seen so far, if any (as the
+    HTML rules carry it forward), and whether this message had an ``id:`` line itself."""
 
     event: str
     data: str
     id: str | None
+    own_id: bool = False
 
 
 class SSEParser:
@@ -24,6 +26,7 @@ class SSEParser:
         self._buffer = b""
         self._data: list[str] = []
         self._event = ""
+        self._own_id = False
         self.last_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
@@ -51,10 +54,14 @@ class SSEParser:
         if not line:
             if not self._data:
                 self._event = ""
+                self._own_id = False
                 return None
-            message = SSEMessage(self._event or "message", "\n".join(self._data), self.last_id)
+            message = SSEMessage(
+                self._event or "message", "\n".join(self._data), self.last_id, self._own_id
+            )
             self._data = []
             self._event = ""
+            self._own_id = False
             return message
         if line.startswith(":"):
             return None
@@ -67,4 +74,5 @@ class SSEParser:
             self._event = value
         elif name == "id" and "\x00" not in value:
             self.last_id = value
+            self._own_id = True
         return None
