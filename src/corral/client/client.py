@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 
 from corral.client.agui import AguiStream
-from corral.client.session import Session
+from corral.client.session import Session, SessionState
 from corral.client.stream import RunStream
 from corral.client.transport import Auth, Backoff, Http
 from corral.client.types import Agent, Event, Me, Run, RunPage, Thread, ThreadPage, TokenProvider
@@ -221,6 +221,7 @@ class AsyncClient:
         session = Session(
             self._http, self.base_url, resume_unfinished=resume_unfinished, queue_size=queue_size
         )
+        self._sessions = {s for s in self._sessions if s.state is not SessionState.CLOSED}
         self._sessions.add(session)
         return session
 

@@ -249,6 +249,13 @@ class Session:
     # -- the connection -------------------------------------------------------------------------
 
     async def _connection(self) -> None:
+        try:
+            await self._reconnecting()
+        except Exception as exc:  # a bug here must end the iteration, not hang the consumer
+            log.exception("session: stopped")
+            self._fail(CorralAPIError(None, "network_error", f"the session stopped: {exc!r}"))
+
+    async def _reconnecting(self) -> None:
         backoff = self._http.backoff
         failures = 0
         while self._state is SessionState.OPEN:
