@@ -166,6 +166,7 @@ def _kind(first_bytes: bytes) -> str:
     line = first_bytes.split(b"\r\n", 1)[0]
     if line.startswith(b"GET /v1/ws"):
         return "ws"
-    if line.startswith(b"GET ") and b"/stream" in line:
+    # Streams: GET /v1/runs/{id}/stream, POST /v1/runs/stream, POST /v1/ag-ui/{agent}.
+    if line.startswith((b"GET ", b"POST ")) and (b"/stream" in line or b"/v1/ag-ui/" in line):
         return "sse"
     return "http"

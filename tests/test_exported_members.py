@@ -32,6 +32,30 @@ EXPORTED = [
     "WebSocketBridgeFactory",
     "WebSocketConnectionPool",
     "__version__",
+    "client",
+]
+
+CLIENT_EXPORTED = [
+    "TERMINAL_TYPES",
+    "Agent",
+    "AguiStream",
+    "AsyncClient",
+    "ClientState",
+    "CorralAPIError",
+    "Event",
+    "Me",
+    "Run",
+    "RunPage",
+    "RunStream",
+    "SSEMessage",
+    "SSEParser",
+    "Session",
+    "SessionState",
+    "Thread",
+    "ThreadPage",
+    "TokenProvider",
+    "open_socket",
+    "ws_url",
 ]
 
 CONTRACT_COMPONENTS = {
@@ -65,10 +89,21 @@ def test_every_public_member_is_exported() -> None:
         for name, value in vars(corral).items()
         if not name.startswith("_") and not inspect.ismodule(value)
     }
-    assert public == set(corral.__all__) - {"__version__"}
+    assert public == set(corral.__all__) - {"__version__", "client"}
 
 
 def test_contract_components_are_public() -> None:
     assert set(corral.__all__) >= CONTRACT_COMPONENTS
     for name in CONTRACT_COMPONENTS:
         assert getattr(corral, name).__module__.startswith("corral.core.")
+
+
+def test_the_client_module_is_public_and_pinned() -> None:
+    """corral.client (contract §8, §11) is reachable from corral; its names are pinned, and its
+    error is one of corral's."""
+    from corral.client import CorralAPIError
+
+    assert corral.client.__all__ == CLIENT_EXPORTED
+    for name in CLIENT_EXPORTED:
+        assert hasattr(corral.client, name), name
+    assert issubclass(CorralAPIError, corral.CorralError)

@@ -176,3 +176,31 @@ async def _finished(http: Any, run_id: str) -> dict[str, Any]:
             if run["status"] not in ("queued", "running", "waiting"):
                 return dict(run)
             await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_clients_python_example_works_as_written(tmp_path: Path, server_processes: list) -> None:
+    """The 'Clients' Python example: a streamed research run, its answer, then a session."""
+    proc = spawn_server(tmp_path / ".corral", f"sqlite+aiosqlite:///{tmp_path}/.corral/corral.db")
+    server_processes.append(proc)
+    env = {
+        **os.environ,
+        "CORRAL_JWT_SECRET": proc.secret,
+        "CORRAL_DATA_DIR": str(tmp_path / ".corral"),
+        "CORRAL": proc.url,
+    }
+    script = tmp_path / "clients.py"
+    script.write_text(_block("## Clients", "python"))
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1 agent_started"
+    assert "12 * 7 = 84." in lines  # the answer, read back with get_run
+    assert lines[-1] == "True 8 agent_completed"

@@ -144,11 +144,12 @@ export type CorralClientOptions = TokenSource & {
   /** Default: `globalThis.fetch`. */
   fetch?: typeof fetch;
   /**
-   * `"http"` (default): `POST /v1/runs` with `Idempotency-Key: <clientRef>`, retried across
-   * dropped connections, exactly once. `"socket"`: `start_run` over the open socket, resolved
-   * by `run_accepted` and sent again with the same `client_ref` after a reconnect.
+   * `"socket"` (default): `start_run` over the open socket, resolved by `run_accepted` and sent
+   * again with the same `client_ref` after a reconnect (over HTTP while the socket is down).
+   * `"http"`: `POST /v1/runs` with `Idempotency-Key: <clientRef>`, retried across dropped
+   * connections. Either way exactly once: the server treats the key as an idempotency key.
    */
-  startOver?: 'http' | 'socket';
+  startOver?: 'socket' | 'http';
   /** Gets listener exceptions and server errors that answer no request. Default: console.error. */
   onError?: (error: unknown) => void;
   /** Reconnect and retry backoff: between half and all of min·2^attempt, at most max. */
@@ -183,7 +184,7 @@ export interface StatusInfo {
 
 export interface StartRunOptions {
   threadId?: string;
-  /** The idempotency key of this start (1-255 printable ASCII characters); generated when absent. */
+  /** The idempotency key of this start (1-128 printable ASCII characters); generated when absent. */
   clientRef?: string;
   multitask?: 'enqueue' | 'reject' | 'interrupt';
   timeoutS?: number;
@@ -200,7 +201,7 @@ export interface StreamOptions {
 export interface RunStream extends AsyncIterable<AnyCorralEvent> {
   readonly runId: string;
   /** The run object, for a stream from `startAndStream`; else null. */
-  run: Run | null;
+  readonly run: Run | null;
   /** Dropped connections it recovered from so far. */
   readonly reconnects: number;
   /** The seq of the last event yielded (or the `after` it started from). */
@@ -252,7 +253,10 @@ export declare class CorralClient {
   /** One run's events over HTTP (SSE), resumed with Last-Event-ID, ending after the terminal event. */
   stream(runId: string, options?: StreamOptions): RunStream;
 
-  /** Start a run and stream it over HTTP; the stream's `run` is the run object. */
+  /**
+   * Start a run and stream it over HTTP in one request (`POST /v1/runs/stream`); resolves once
+   * the run exists, with the stream whose `run` is the run object.
+   */
   startAndStream(
     agent: string,
     input?: JsonValue,

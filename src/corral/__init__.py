@@ -1,5 +1,6 @@
 """corral: run AI agents for many users at once; each user's events reach that user only."""
 
+from corral import client  # the client module (contract §8, §11): corral.client.AsyncClient
 from corral.auth.identity import Identity
 from corral.auth.request import AuthRequest
 from corral.core.bus import EventBus, InProcessEventBus
@@ -43,4 +44,5 @@ __all__ = [
     "WebSocketBridgeFactory",
     "WebSocketConnectionPool",
     "__version__",
+    "client",
 ]

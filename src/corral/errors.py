@@ -36,6 +36,8 @@
     │   └── FencedError             a writer lost ownership of a run (stale attempt)
     ├── LLMError                    a model endpoint failed (corral.llm.errors: unavailable,
     │                               rate limited, server error, rejected, protocol, limits)
+    ├── CorralAPIError              corral.client: the server refused a request (its status,
+    │                               code, message, details), or could not be reached
     └── CheckPathError              ``corral check`` was given a path that does not exist
 
 Each exception says what happened, what was expected, and what to do, and keeps the facts in

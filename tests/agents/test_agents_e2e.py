@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,12 @@ async def run_over_websocket(
             return orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
         assert await recv() == {"type": "ready", "user_id": user}
-        start = {"type": "start_run", "agent": agent, "input": input, "client_ref": "e2e"}
+        ref = f"e2e-{uuid.uuid4().hex}"  # an idempotency key: one per start
+        start = {"type": "start_run", "agent": agent, "input": input, "client_ref": ref}
         await ws.send(orjson.dumps(start).decode())
         accepted = await recv()
         assert accepted["type"] == "run_accepted", accepted
-        assert accepted["client_ref"] == "e2e"
+        assert accepted["client_ref"] == ref
         run_id = str(accepted["run"]["run_id"])
         events: list[dict[str, Any]] = []
         while not events or events[-1]["type"] not in TERMINAL:

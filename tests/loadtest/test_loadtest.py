@@ -140,6 +140,25 @@ async def test_tokens_can_come_from_a_command(server: LiveServer, tmp_path: Path
     assert report["runs"]["completed"] == 2
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_rerun_with_the_same_users_passes_again(server: LiveServer) -> None:
+    """Two runs with one user_prefix (the same user ids) both pass: every invocation's starts
+    carry idempotency keys of their own, never an earlier run's (which would be a conflict)."""
+    config = LoadtestConfig(
+        url=server.url,
+        users=3,
+        runs_per_user=2,
+        token_secret=server.secret,
+        timeout_s=20,
+        user_prefix=f"rerun-{uuid.uuid4().hex[:6]}",
+    )
+    for _ in range(2):
+        report = await run_loadtest(config)
+        assert report.passed, report.failures
+        assert report.to_dict()["errors"] == {}
+        assert report.runs_completed == 6
+
+
 # -- a broken server --------------------------------------------------------------------------
 
 

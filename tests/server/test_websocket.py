@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -59,8 +60,11 @@ async def read_until_closed(ws: Any) -> tuple[list[dict[str, Any]], int | None]:
     return messages, code
 
 
-async def start_run(ws: Any, input: dict[str, Any], client_ref: str = "ref") -> str:
-    """``start_run`` of echo; returns the run id from ``run_accepted`` (the next message)."""
+async def start_run(ws: Any, input: dict[str, Any], client_ref: str | None = None) -> str:
+    """``start_run`` of echo; returns the run id from ``run_accepted`` (the next message).
+
+    Each start gets its own ``client_ref`` unless one is given: it is an idempotency key."""
+    client_ref = client_ref or f"ref-{uuid.uuid4().hex}"
     await send(ws, {"type": "start_run", "agent": "echo", "input": input, "client_ref": client_ref})
     accepted = await recv(ws)
     assert accepted["type"] == "run_accepted", accepted

@@ -30,11 +30,16 @@ describe('through a cutting proxy', { skip: needsProxy }, () => {
     'two users, many runs: every run once, seq 1..N, started first, one terminal last, nothing foreign',
     TIMEOUT,
     async () => {
+      // Alice starts over her socket (the default), Bob over HTTP: both are retried through
+      // the cuts with one idempotency key per start.
       const users = await Promise.all(
-        ['alice', 'bob'].map(async (name) => {
+        [
+          ['alice', 'socket'],
+          ['bob', 'http'],
+        ].map(async ([name, startOver]) => {
           const user = newUser(name);
           const token = await devToken(user);
-          const client = proxied(token);
+          const client = proxied(token, { startOver });
           return { user, token, client, recorder: new Recorder(client), runs: [] };
         }),
       );

@@ -51,7 +51,7 @@ describe('against a live server', { skip: needsServer }, () => {
     'startRun over HTTP resolves with the run object; its events are delivered once, in order',
     TIMEOUT,
     async () => {
-      await withClient('http-start', {}, async ({ client, recorder, token, user }) => {
+      await withClient('http-start', { startOver: 'http' }, async ({ client, recorder, token, user }) => {
         const run = await client.startRun('echo', { message: 'hello', steps: 3 });
         assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
         assert.equal(run.agent, 'echo');
@@ -65,20 +65,32 @@ describe('against a live server', { skip: needsServer }, () => {
     },
   );
 
-  test('startRun over the socket resolves on run_accepted and its events follow', TIMEOUT, async () => {
-    await withClient('ws-start', { startOver: 'socket' }, async ({ client, recorder, token }) => {
-      await client.ready();
-      const run = await client.startRun(
-        'echo',
-        { message: 'over the socket', steps: 2 },
-        { clientRef: 'ws-ref-1' },
-      );
-      assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
-      await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
-      checkRun(recorder.events(run.run_id), run.run_id);
-      assert.deepEqual(recorder.events(run.run_id), await storedEvents(token, run.run_id));
-    });
-  });
+  test(
+    'startRun goes over the socket by default, resolves on run_accepted; its events follow',
+    TIMEOUT,
+    async () => {
+      const sent = [];
+      class RecordingWebSocket extends WebSocket {
+        send(data) {
+          sent.push(JSON.parse(data).type);
+          super.send(data);
+        }
+      }
+      await withClient('ws-start', { WebSocket: RecordingWebSocket }, async ({ client, recorder, token }) => {
+        await client.ready();
+        const run = await client.startRun(
+          'echo',
+          { message: 'over the socket', steps: 2 },
+          { clientRef: 'ws-ref-1' },
+        );
+        assert.deepEqual(Object.keys(run).sort(), RUN_FIELDS);
+        assert.ok(sent.includes('start_run'), `sent: ${sent}`);
+        await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
+        checkRun(recorder.events(run.run_id), run.run_id);
+        assert.deepEqual(recorder.events(run.run_id), await storedEvents(token, run.run_id));
+      });
+    },
+  );
 
   test(
     'a socket start whose socket drops before run_accepted is sent again, same client_ref',
@@ -102,7 +114,7 @@ describe('against a live server', { skip: needsServer }, () => {
       await withClient(
         'ws-resend',
         { startOver: 'socket', WebSocket: DroppingWebSocket, minBackoffMs: 10 },
-        async ({ client, recorder }) => {
+        async ({ client, recorder, token }) => {
           await client.ready();
           const run = await client.startRun(
             'echo',
@@ -116,9 +128,11 @@ describe('against a live server', { skip: needsServer }, () => {
           assert.ok(recorder.statuses.some((s) => s.status === 'reconnecting'));
           await recorder.until(() => recorder.finished(run.run_id), 'the run to finish');
           checkRun(recorder.events(run.run_id), run.run_id);
-          // Exactly one run once the server treats client_ref as an idempotency key (contract
-          // §5); until then the first start may also have run. Then add:
-          // assert.deepEqual((await call(token, 'GET', '/v1/runs')).runs.map((r) => r.run_id), [run.run_id]);
+          // Exactly one run: the server treats client_ref as an idempotency key (contract §5).
+          assert.deepEqual(
+            (await call(token, 'GET', '/v1/runs')).runs.map((r) => r.run_id),
+            [run.run_id],
+          );
         },
       );
     },
@@ -402,10 +416,17 @@ describe('against a live server', { skip: needsServer }, () => {
     });
   });
 
-  test('startAndStream starts a run and streams it to the end', TIMEOUT, async () => {
-    await withClient('start-stream', {}, async ({ client, token }) => {
+  test('startAndStream starts a run and streams it to the end in one request', TIMEOUT, async () => {
+    const requests = [];
+    const fetchSpy = (url, init) => {
+      requests.push(`${init?.method ?? 'GET'} ${new URL(url).pathname}`);
+      return fetch(url, init);
+    };
+    await withClient('start-stream', { fetch: fetchSpy }, async ({ client, token }) => {
       const stream = await client.startAndStream('echo', { message: 'both', steps: 2 });
       assert.equal(stream.run.agent, 'echo');
+      assert.equal(stream.runId, stream.run.run_id);
+      assert.deepEqual(requests, ['POST /v1/runs/stream']);
       const events = [];
       for await (const event of stream) events.push(event);
       checkRun(events, stream.run.run_id);

@@ -8,6 +8,7 @@ key-redacted forms (and the engine masks resolved secret values in every event i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -43,10 +44,12 @@ class UnifiedToolExecutionEngine:
     Every call emits ``tool_executing`` and then exactly one ``tool_completed`` — on success,
     bad arguments, an unknown tool, an exception (status ``error``), the tool's timeout (status
     ``timeout``) and cancellation of the run (status ``error``, then the cancellation goes on).
-    Not shared between runs: ``call_id`` values are unique within this engine's run.
-    ``run_context`` is what a tool declaring a ``corral.RunContext`` parameter receives (the
-    run's engine sets it); a tool engine without one refuses such tools. With a ``tracer``, each
-    call is a ``corral.tool`` span (its name, call id and status; never its arguments or result).
+    Not shared between runs. ``call_id`` values are ``call_<n>_<tag>``: numbered within the
+    run, and tagged with a digest of the run id so that they are also unique across the runs of
+    a thread (AG-UI clients keep tool calls by id for a whole conversation). ``run_context`` is
+    what a tool declaring a ``corral.RunContext`` parameter receives (the run's engine sets it);
+    a tool engine without one refuses such tools. With a ``tracer``, each call is a
+    ``corral.tool`` span (its name, call id and status; never its arguments or result).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class UnifiedToolExecutionEngine:
         self._tracer = tracer
         self._call_numbers = itertools.count(1)
         self.run_context: RunContext | None = None
+        self._call_tag = hashlib.blake2b(context.run_id.encode(), digest_size=5).hexdigest()
 
     async def call(self, tool: str, /, **args: Any) -> Any:
         """Run ``tool`` with ``args`` and return its result, as the tool returned it.
@@ -73,7 +77,7 @@ class UnifiedToolExecutionEngine:
         pair has been emitted by then. Cancellation: the ``tool_completed`` event is emitted
         before :class:`asyncio.CancelledError` propagates.
         """
-        call_id = f"call_{next(self._call_numbers)}"
+        call_id = f"call_{next(self._call_numbers)}_{self._call_tag}"
         tool_name = tool if isinstance(tool, str) else repr(tool)
         await self._emit(
             EventType.TOOL_EXECUTING,

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from corral.client import CorralAPIError, open_socket
 from corral.errors import IllegalTransition
 from corral.loadtest.config import LoadtestConfig
 from corral.loadtest.metrics import Stats, clock
@@ -143,26 +144,23 @@ class Slot:
             self.refs.clear()
 
     async def _connect(self) -> ClientConnection | None:
+        """A signed-in socket (corral.client's ``open_socket``: connect, ``auth``, ``ready``),
+        or None with the error counted. The ``ready`` frame is checked like any other."""
         config, stats = self._shared.config, self._stats
         try:
-            async with self._shared.connect_gate, asyncio.timeout(config.timeout_s):
-                ws = await connect(
+            async with self._shared.connect_gate:
+                ws, raw = await open_socket(
                     config.ws_url,
-                    open_timeout=None,  # the surrounding timeout covers connect + auth + ready
+                    self.user.token,
+                    open_timeout=config.timeout_s,
                     ping_interval=None,  # the server pings; the client answers
-                    compression=None,
                     max_size=MAX_FRAME_BYTES,
                     max_queue=64,
                     close_timeout=CLOSE_TIMEOUT_S,
-                    proxy=None,
                 )
-                try:
-                    auth = orjson.dumps({"type": "auth", "token": self.user.token})
-                    await ws.send(auth, text=True)
-                    raw = await ws.recv(decode=False)
-                except BaseException:
-                    ws.transport.abort()
-                    raise
+        except CorralAPIError as exc:
+            stats.error(f"ws_error:{exc.code}", f"{self.label}: {exc.message}")
+            return None
         except TimeoutError:
             stats.error(
                 "ws_connect:timeout", f"{self.label}: no ready within {config.timeout_s:g} s"
@@ -177,15 +175,9 @@ class Slot:
         except (OSError, InvalidHandshake) as exc:
             stats.error(f"ws_connect:{type(exc).__name__}", f"{self.label}: {exc!r}")
             return None
-        assert isinstance(raw, bytes)
         self._stats.frames += 1
         self.verifier.check_frame(raw)
-        msg = _parse(raw)
-        if msg.get("type") != "ready":
-            stats.error(f"ws_error:{msg.get('code', 'no_ready')}", f"{self.label}: {msg}")
-            ws.transport.abort()
-            return None
-        self.verifier.check_ready(msg.get("user_id"))
+        self.verifier.check_ready(_parse(raw).get("user_id"))
         return ws
 
     async def _read_loop(self, ws: ClientConnection) -> None:

@@ -6,14 +6,14 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 
-import httpx
 import orjson
 
+from corral.client import AsyncClient, CorralAPIError
 from corral.loadtest.connection import Shared, Slot, SlotState
 from corral.loadtest.metrics import clock
 from corral.loadtest.verify import CANARY_PREFIX, Kind
 
-HTTP_ATTEMPTS = 2
+HTTP_RETRIES = 1  # a start lost in transport is sent once more (one idempotency key: safe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +40,17 @@ class SimulatedUser:
         self.user_id = user_id
         self.token = token
         self.canary = CANARY_PREFIX + secrets.token_hex(12)
+        # Idempotency keys (client_ref, Idempotency-Key: one key space) are unique per
+        # invocation too: a rerun with the same --user-prefix must not meet its earlier keys.
+        self._keys = f"{user_id}/{secrets.token_hex(4)}"
         self.runs: dict[str, RunRecord] = {}
         self._shared = shared
         self._config = shared.config
         self._stats = shared.stats
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        # corral.client over the runner's shared connection pool, as this user.
+        self._api = AsyncClient(
+            shared.config.base_url, token=token, http=shared.http, retries=HTTP_RETRIES
+        )
         self._agent_started: dict[str, float] = {}
         self._outcomes: dict[str, str] = {}
         self._accepts: dict[str, asyncio.Future[dict[str, object] | None]] = {}
@@ -109,10 +115,11 @@ class SimulatedUser:
 
     async def _run(self, k: int) -> None:
         config, stats = self._config, self._stats
-        body: dict[str, object] = {"agent": config.agent, "input": config.run_input(self.canary, k)}
+        given = config.run_input(self.canary, k)
+        body: dict[str, object] = {"agent": config.agent, "input": given}
         via = "http" if (k + self.index) % 2 == 0 else "ws"
         t0 = clock()
-        run_id = await (self._start_http(body, k) if via == "http" else self._start_ws(k, body))
+        run_id = await (self._start_http(given, k) if via == "http" else self._start_ws(k, body))
         if run_id is None:
             return
         record = RunRecord(run_id, via, t0)
@@ -130,41 +137,20 @@ class SimulatedUser:
         if outcome != "agent_completed":
             stats.error(f"run:{outcome}")
 
-    async def _start_http(self, body: dict[str, object], k: int) -> str | None:
-        """``POST /v1/runs``; a request lost in transport is retried once, safely: both carry
-        one ``Idempotency-Key``, so the retry returns the run the first one may have made.
-        """
-        stats = self._stats
-        headers = {**self._headers, "Idempotency-Key": f"{self.user_id}/{k}"}
-        content = orjson.dumps(body)
-        for attempt in range(HTTP_ATTEMPTS):
-            try:
-                response = await self._shared.http.post(
-                    "/v1/runs", content=content, headers=headers
-                )
-            except httpx.TimeoutException:
-                stats.error("http:timeout")
-                return None
-            except httpx.TransportError as exc:
-                retried = attempt + 1 < HTTP_ATTEMPTS
-                stats.error(
-                    f"http:{type(exc).__name__}{':retried' if retried else ''}",
-                    f"POST /v1/runs of {self.user_id}: {exc!r} (cause {exc.__cause__!r})",
-                )
-                if retried:
-                    continue
-                return None
-            break
-        # 200: a retry found the run its first attempt made (Idempotency-Key).
-        if response.status_code not in (200, 202):
-            stats.error(
-                f"http:{response.status_code}:{_error_code(response.content)}",
-                f"POST /v1/runs of {self.user_id}: {response.content[:200]!r}",
-            )
+    async def _start_http(self, given: dict[str, object], k: int) -> str | None:
+        """``POST /v1/runs`` through corral.client: a request lost in transport is retried
+        once, safely — both carry one ``Idempotency-Key``, so the retry returns the run the
+        first one may have made."""
+        key = f"{self._keys}/{k}"
+        try:
+            run = await self._api.start_run(self._config.agent, given, idempotency_key=key)
+        except CorralAPIError as exc:
+            kind = exc.code if exc.status is None else f"{exc.status}:{exc.code}"
+            self._stats.error(f"http:{kind}", f"POST /v1/runs of {self.user_id}: {exc}")
             return None
-        run_id = _run_id(orjson.loads(response.content))
+        run_id = _run_id(run)
         if run_id is None:
-            stats.error(f"http:{response.status_code}_without_run_id")
+            self._stats.error("http:answer_without_run_id")
         return run_id
 
     async def _start_ws(self, k: int, body: dict[str, object]) -> str | None:
@@ -174,7 +160,7 @@ class SimulatedUser:
             stats.error("ws_start:no_open_connection")
             return None
         slot = open_slots[k % len(open_slots)]
-        ref = f"{self.user_id}/{k}"
+        ref = f"{self._keys}/{k}"
         accepted: asyncio.Future[dict[str, object] | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -238,16 +224,14 @@ class SimulatedUser:
 
     async def _is_foreign(self, run_id: str) -> bool:
         try:
-            response = await self._shared.http.get(f"/v1/runs/{run_id}", headers=self._headers)
-        except httpx.HTTPError as exc:
-            self._stats.error(f"http:{type(exc).__name__}")
+            await self._api.get_run(run_id)
+        except CorralAPIError as exc:
+            if exc.status == 404:
+                return True
+            kind = exc.code if exc.status is None else f"{exc.status}:{exc.code}"
+            self._stats.error(f"http:{kind}")
             return False
-        if response.status_code == 200:
-            self._stats.error("run:untracked_own_run")
-            return False
-        if response.status_code == 404:
-            return True
-        self._stats.error(f"http:{response.status_code}:{_error_code(response.content)}")
+        self._stats.error("run:untracked_own_run")
         return False
 
     # -- called by the connections ------------------------------------------------------------
@@ -301,13 +285,3 @@ class SimulatedUser:
 def _run_id(run: object) -> str | None:
     run_id = run.get("run_id") if isinstance(run, dict) else None
     return run_id if isinstance(run_id, str) and run_id else None
-
-
-def _error_code(body: bytes) -> str:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "not_json"
-    error = doc.get("error") if isinstance(doc, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return str(code) if code else "unknown"

@@ -8,8 +8,10 @@ checked against the store: another user's run reads exactly like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
@@ -33,6 +35,7 @@ from corral.store.inputs import AcceptAnswer
 from corral.store.ops import IDEMPOTENCY_CONFLICT, CreateRun, NewRun, find_idempotent
 from corral.store.reads import Reads
 from corral.store.records import RunRecord
+from corral.store.thread_binding import BindThread, external_id_of
 from corral.store.writer import EventWriter
 
 log = logging.getLogger("corral.runs")
@@ -41,6 +44,32 @@ MAX_TIMEOUT_S = 24 * 3600.0
 CANCEL_WAIT_S = 2.0
 # A request's write waits this long for an unreachable database, then is a 503 (never stored).
 REQUEST_WRITE_S = 3.0
+MAX_CLIENT_REF = 128
+
+
+def check_client_ref(value: object) -> str | None:
+    """A WebSocket ``start_run``'s ``client_ref``: None when absent (or null), else a string of
+    1-128 characters without control characters; anything else is :class:`InvalidRequest`.
+
+    It is checked before anything else of the message, so a refused ``start_run`` never
+    creates a run, and an accepted one can always be answered (it is echoed back).
+    """
+    if value is None:
+        return None
+    problem = None
+    if not isinstance(value, str):
+        problem = "must be a string"
+    elif not 1 <= len(value) <= MAX_CLIENT_REF:
+        problem = f"must be 1 to {MAX_CLIENT_REF} characters"
+    elif any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        problem = "must not contain control characters or lone surrogates"
+    if problem is None:
+        assert isinstance(value, str)
+        return value
+    raise InvalidRequest(
+        f"client_ref {problem}",
+        [{"field": "client_ref", "message": problem, "type": "value_error"}],
+    )
 
 
 class RunRequest(BaseModel):
@@ -125,11 +154,19 @@ class RunService:
         trace: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate, store and queue one run for ``identity``. Returns (run, created): created
-        is False when an idempotency key's retry returned the earlier run.
+        is False when an idempotency key's retry returned the earlier run. Once the run is being
+        stored, cancelling the caller does not stop it from being stored and queued.
 
         The identity (roles, claims) is stored with the run, so the worker that executes it —
         on any node — gives the agent the same ``ctx.identity``. ``trace`` (a W3C
         ``traceparent``) is stored with the run: its worker continues that trace.
+
+        ``idempotency_key`` is an HTTP ``Idempotency-Key`` or a WebSocket ``client_ref``: one
+        key space per user, so the same string over either route names the same start (a
+        client may send a start over its socket and retry it over HTTP). The key is kept
+        24 h with a hash of ``request``; the same key with a different request is a
+        :class:`Conflict`. Concurrent starts with one key create one run: the check is made
+        again inside the write, serialized per user (:class:`CreateRun`).
         """
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down; retry on another node")
@@ -175,10 +212,27 @@ class RunService:
             identity=_storable(identity),
             trace=trace,
         )
+        # Shielded: a caller cancelled between the commit and the queue (a socket closed
+        # mid-start) must not leave a run stored as queued that no queue knows — it would never
+        # run, and a retry with the same key would be answered with it.
+        return await asyncio.shield(self._store_and_queue(new))
+
+    async def _store_and_queue(self, new: NewRun) -> tuple[RunRecord, bool]:
         record, created = await self.writer.submit(CreateRun(new), within_s=REQUEST_WRITE_S)
         if created:
             await self.queue.submit(record)
         return record, created
+
+    async def bind_thread(self, user_id: str, external_id: str) -> str:
+        """The caller's thread bound to ``external_id`` (an AG-UI ``threadId``): made the
+        first time the caller uses that id, the same thread every later time."""
+        return await self.writer.submit(
+            BindThread(user_id, external_id, new_id("thread")), within_s=REQUEST_WRITE_S
+        )
+
+    async def external_thread_id(self, user_id: str, thread_id: str) -> str | None:
+        """The outside id the caller's thread is bound to, if any."""
+        return await self.reads.db.read(lambda sql: external_id_of(sql, user_id, thread_id))
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -199,3 +199,16 @@ def parse_model(model: type[M], doc: Any, what: str = "the request body") -> M:
 
 async def read_body(request: Request, model: type[M], limit: int) -> M:
     return parse_model(model, await read_json(request, limit))
+
+
+# Shared by every route that starts a run (POST /v1/runs, /v1/runs/stream, /v1/ag-ui/{agent}).
+IDEMPOTENCY_KEY = str_param(
+    "Idempotency-Key",
+    "header",
+    max_length=255,
+    min_length=1,
+    pattern="[\\x21-\\x7e]+",
+    rule="printable ASCII without spaces",
+    description="Retries with the same key and body return the same run (kept 24 h); one key "
+    "space with the WebSocket's client_ref",
+)

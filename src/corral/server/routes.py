@@ -11,17 +11,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from corral.core.context import ID_JSON_PATTERN
+from corral.core.events import dumps
 from corral.errors import InvalidRequest, NotFound
 from corral.runs.service import InputAnswer, RunRequest
+from corral.server.agui.request import RunAgentInput
+from corral.server.agui.routes import run_agent, stream_run_agui
 from corral.server.api import Answer, Operation, check_path_params
 from corral.server.auth import issue_token
 from corral.server.errors import invalid_field, validation_error
-from corral.server.params import Body, int_param, read_body, str_param
+from corral.server.params import IDEMPOTENCY_KEY, Body, int_param, read_body, str_param
 from corral.server.responses import error_answers as _errors
 from corral.server.responses import json_response
 from corral.server.runtime import runtime_of
 from corral.server.schemas import AgentList, ErrorBody, EventList, Me, RunList, RunObject
-from corral.server.sse import stream_run
+from corral.server.sse import message, stream_run
 from corral.server.thread_routes import THREAD_OPERATIONS
 from corral.server.tracing import run_trace
 from corral.store.records import ROW_CURSOR_PATTERN, decode_row_cursor
@@ -46,17 +49,16 @@ CURSOR = str_param(
 THREAD_FILTER = str_param("thread_id", "query", max_length=160, description="One thread only")
 STATUS_FILTER = str_param("status", "query", max_length=16, choices=RUN_STATUSES)
 STREAM_AFTER = int_param("after", "query", description="Resume after this seq")
+STREAM_FORMAT = str_param(
+    "format",
+    "query",
+    max_length=16,
+    choices=("corral", "ag-ui"),
+    description="`ag-ui`: the events in the AG-UI protocol (contract §12); default `corral`",
+)
+AGENT = str_param("agent", "path", max_length=64, description="An agent name from /v1/agents")
 LAST_EVENT_ID = int_param(
     "Last-Event-ID", "header", description="Resume after this seq (wins over `after`)"
-)
-IDEMPOTENCY_KEY = str_param(
-    "Idempotency-Key",
-    "header",
-    max_length=255,
-    min_length=1,
-    pattern="[\\x21-\\x7e]+",
-    rule="printable ASCII without spaces",
-    description="Retries with the same key and body return the same run (kept 24 h)",
 )
 
 
@@ -102,6 +104,27 @@ async def create_run(request: Request) -> Response:
     if created:
         runtime.metrics.runs_submitted.labels("http").inc()
     return json_response(record.to_api(), 202 if created else 200)
+
+
+async def create_run_and_stream(request: Request) -> Response:
+    """``POST /v1/runs/stream``: the checks of ``POST /v1/runs``, then the run's SSE — first
+    ``event: run`` with the run object, then its events from seq 1. A retry with the same
+    ``Idempotency-Key`` streams the run the first request made, from the start again."""
+    runtime = runtime_of(request)
+    user = await runtime.authenticate(request, "sse")
+    key = IDEMPOTENCY_KEY.get(request)
+    body = await read_body(request, RunRequest, runtime.settings.max_body_bytes)
+    trace = run_trace(request, runtime.parts.tracer)
+    record, created = await runtime.service.start(user, body, key, trace=trace)
+    if created:
+        runtime.metrics.runs_submitted.labels("http").inc()
+    return stream_run(
+        runtime,
+        record,
+        0,
+        prelude=message(dumps(record.to_api()), event="run"),
+        until=runtime.signin.valid_until(user),
+    )
 
 
 async def list_runs(request: Request) -> Response:
@@ -158,9 +181,13 @@ async def stream(request: Request) -> Response:
     (run_id,) = check_path_params(request, "run_id")
     resume_at = LAST_EVENT_ID.get(request)
     start = resume_at if resume_at is not None else STREAM_AFTER.get(request) or 0
+    agui = STREAM_FORMAT.get(request) == "ag-ui"
     record = await runtime.service.get_run(user.user_id, run_id)
     # The stream ends when the caller's sign-in expires (contract §2).
-    return stream_run(runtime, record, start, until=runtime.signin.valid_until(user))
+    until = runtime.signin.valid_until(user)
+    if agui:
+        return await stream_run_agui(runtime, record, start, until=until)
+    return stream_run(runtime, record, start, until=until)
 
 
 async def healthz(request: Request) -> Response:
@@ -311,6 +338,26 @@ OPERATIONS: tuple[Operation, ...] = (
         body=Body(RunRequest, "the agent, its input and options"),
     ),
     Operation(
+        "POST",
+        "/v1/runs/stream",
+        create_run_and_stream,
+        "create_run_and_stream",
+        "Start a run and stream it: one request, answered with Server-Sent Events",
+        "runs",
+        MappingProxyType(
+            {
+                200: Answer(
+                    "`event: run` with the run object, then `id: <seq>`, `event: <type>`, "
+                    "`data: <event JSON>` per event, as in `/v1/runs/{run_id}/stream`",
+                    content_type="text/event-stream",
+                ),
+                **_errors(401, 404, 409, 413, 422, 429, 503),
+            }
+        ),
+        params=(IDEMPOTENCY_KEY,),
+        body=Body(RunRequest, "the agent, its input and options (as for POST /v1/runs)"),
+    ),
+    Operation(
         "GET",
         "/v1/runs",
         list_runs,
@@ -381,7 +428,30 @@ OPERATIONS: tuple[Operation, ...] = (
                 **_errors(401, 404, 422, 503),
             }
         ),
-        params=(RUN_ID, STREAM_AFTER, LAST_EVENT_ID),
+        params=(RUN_ID, STREAM_AFTER, LAST_EVENT_ID, STREAM_FORMAT),
+    ),
+    Operation(
+        "POST",
+        "/v1/ag-ui/{agent}",
+        run_agent,
+        "run_agent_ag_ui",
+        "Run an agent in the AG-UI protocol: a RunAgentInput in, AG-UI events out",
+        "ag-ui",
+        MappingProxyType(
+            {
+                200: Answer(
+                    "AG-UI events, one per `data:` line: RUN_STARTED first, RUN_FINISHED or "
+                    "RUN_ERROR last; `id: <seq>` on the last event made from each corral event",
+                    content_type="text/event-stream",
+                ),
+                **_errors(401, 404, 409, 413, 422, 429, 503),
+            }
+        ),
+        params=(AGENT, IDEMPOTENCY_KEY),
+        body=Body(RunAgentInput, "an AG-UI RunAgentInput"),
+        description="The input: forwardedProps.input, else the last user message's text in the "
+        "agent's one required string field. A threadId you have not used before starts a new "
+        "thread bound to it; the same threadId later continues that thread.",
     ),
     Operation(
         "POST",

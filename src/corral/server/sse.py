@@ -2,14 +2,16 @@
 
 The stream attaches to the user's events inside the response body, so a response whose body
 is never read attaches nothing, and leaving the body — the run ended, the client went away, the
-server stops, the caller's sign-in expired — always detaches.
+server stops, the caller's sign-in expired — always detaches. ``POST /v1/runs/stream`` and the
+AG-UI routes stream the same way with another :data:`Framer` (how one stored event becomes SSE
+bytes) and a ``prelude`` (what is sent before the first event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from starlette.responses import StreamingResponse
@@ -27,6 +29,10 @@ _CLOSED = b""
 # An SSE comment (clients ignore it) saying why the stream ended early: resuming with a new
 # sign-in (Last-Event-ID) carries on without a gap.
 EXPIRED = b": your sign-in expired; sign in again and resume with Last-Event-ID\n\n"
+
+# One stored event (its wire JSON) → the SSE bytes to send for it (maybe none), and whether
+# the stream ends after them.
+Framer = Callable[[bytes], tuple[bytes, bool]]
 
 
 class _StreamTransport:
@@ -56,21 +62,46 @@ def frame(raw: bytes) -> tuple[bytes, bool]:
     )
 
 
+def message(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
+    """One SSE message; ``data`` is one line of JSON."""
+    head = b"" if id is None else b"id: %d\n" % id
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
 def stream_run(
-    runtime: Runtime, record: RunRecord, after: int, *, until: float | None = None
+    runtime: Runtime,
+    record: RunRecord,
+    after: int,
+    *,
+    framer: Framer = frame,
+    prelude: bytes = b"",
+    until: float | None = None,
 ) -> StreamingResponse:
     """The SSE response of ``record``'s run from ``after``; it ends after the terminal event,
-    or at ``until`` (epoch seconds: when the caller's sign-in expires), whichever is first."""
+    or at ``until`` (epoch seconds: when the caller's sign-in expires), whichever is first.
+
+    ``prelude`` goes out first, before the stream attaches; ``framer`` turns each event into
+    SSE bytes (by default the contract's ``id``/``event``/``data`` message).
+    """
     return StreamingResponse(
-        _frames(runtime, record, after, until),
+        _frames(runtime, record, after, framer, prelude, until),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _frames(
-    runtime: Runtime, record: RunRecord, after: int, until: float | None
+    runtime: Runtime,
+    record: RunRecord,
+    after: int,
+    framer: Framer,
+    prelude: bytes,
+    until: float | None,
 ) -> AsyncIterator[bytes]:
+    if prelude:
+        yield prelude
     if record.finished and after >= record.last_seq:
         return  # resumed at or past the terminal event: nothing more will come
     transport = _StreamTransport()
@@ -105,8 +136,9 @@ async def _frames(
                     continue
                 if raw is _CLOSED or not raw:
                     return
-                message, terminal = frame(raw)
-                yield message
+                framed, terminal = framer(raw)
+                if framed:
+                    yield framed
                 if terminal:
                     return
         finally:

@@ -23,7 +23,7 @@ from corral.errors import (
     Unauthorized,
     details_from,
 )
-from corral.runs.service import InputAnswer, RunRequest
+from corral.runs.service import InputAnswer, RunRequest, check_client_ref
 from corral.server.auth_request import auth_request, with_token
 from corral.server.errors import answer_for
 from corral.server.params import MAX_INT
@@ -266,8 +266,12 @@ class _Session:
             self.conn.offer(error_message("unavailable", "the server could not handle that"))
             return
         extra: dict[str, Any] = {}
-        if "client_ref" in doc:
-            extra["client_ref"] = doc["client_ref"]
+        ref = doc.get("client_ref")
+        # Echoed only when it is one (a bad client_ref is the error being answered): whatever
+        # else a client sends there must not make the answer itself fail.
+        if doc.get("type") == "start_run" and isinstance(ref, str) and ref:
+            with contextlib.suppress(InvalidRequest):
+                extra["client_ref"] = check_client_ref(ref)
         self.conn.offer(dumps(answer.ws_message(**extra)))
 
     async def _dispatch(self, doc: dict[str, Any]) -> None:
@@ -299,22 +303,19 @@ class _Session:
             )
 
     async def _start_run(self, doc: dict[str, Any]) -> None:
+        """Start a run; a ``client_ref`` is its idempotency key (contract §5), in the same
+        per-user key space as HTTP's ``Idempotency-Key``: a repeated ``start_run`` with it
+        starts nothing and is answered with the first run."""
+        ref = check_client_ref(doc.get("client_ref"))
         body = {k: v for k, v in doc.items() if k not in ("type", "client_ref")}
         try:
             request = RunRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequest("start_run is not valid", details_from(exc)) from None
-        record, _ = await self.runtime.service.start(self.identity, request)
-        self.runtime.metrics.runs_submitted.labels("ws").inc()
-        self.conn.offer(
-            dumps(
-                {
-                    "type": "run_accepted",
-                    "client_ref": doc.get("client_ref"),
-                    "run": record.to_api(),
-                }
-            )
-        )
+        record, created = await self.runtime.service.start(self.identity, request, ref)
+        if created:
+            self.runtime.metrics.runs_submitted.labels("ws").inc()
+        self.conn.offer(dumps({"type": "run_accepted", "client_ref": ref, "run": record.to_api()}))
 
     async def _send_input(self, doc: dict[str, Any]) -> None:
         """Answer a waiting run; nothing is sent back on success (its ``input_received``

@@ -143,3 +143,17 @@ IDEMPOTENCY_PURGE = Q("DELETE FROM idempotency_keys WHERE created_at < :cutoff")
 # -- cluster --------------------------------------------------------------------------------
 
 LOCK_USER = Q("SELECT pg_advisory_xact_lock(:key)")
+
+# -- threads bound to an outside id (an AG-UI threadId), per user ----------------------------
+
+THREAD_BY_EXTERNAL_ID = Q(
+    "SELECT thread_id FROM threads WHERE user_id = :user_id AND external_id = :external_id "
+    "ORDER BY created_at LIMIT 1"
+)
+INSERT_BOUND_THREAD = Q(
+    "INSERT INTO threads (thread_id, user_id, created_at, updated_at, external_id) "
+    "VALUES (:thread_id, :user_id, :ts, :ts, :external_id)"
+)
+EXTERNAL_ID_OF_THREAD = Q(
+    "SELECT external_id FROM threads WHERE thread_id = :thread_id AND user_id = :user_id"
+)

@@ -13,14 +13,15 @@
 // not reached its terminal event. So listeners see each run's events exactly once, seq 1, 2, 3, …
 // up to its one terminal event.
 //
-// Starting runs. By default `startRun` uses `POST /v1/runs` with `Idempotency-Key: <clientRef>`
-// and retries it across dropped connections: the server answers a repeated key with the first
-// run, so a start is applied exactly once however often the network fails. With
-// `startOver: "socket"` it sends `start_run` over the WebSocket when the socket is open and
-// resolves on the matching `run_accepted`; a start whose socket drops before that is sent again,
-// with the same `client_ref`, on the next socket. That is exactly-once only where the server
-// treats `client_ref` as an idempotency key (contract §5); while the socket is down, or for a
-// message near the server's 64 KiB limit, a socket start also goes over HTTP.
+// Starting runs. Every start carries an idempotency key, its `clientRef`: the server answers a
+// repeated key with the first run (contract §5; `client_ref` and `Idempotency-Key` are one key
+// space per user), so a start is applied exactly once however often the network fails. By
+// default (`startOver: "socket"`) `startRun` sends `start_run` over the WebSocket when the
+// socket is open and resolves on the matching `run_accepted`; a start whose socket drops before
+// that is sent again, with the same `client_ref`, on the next socket. While the socket is down,
+// for a message near the server's 64 KiB limit, and with `startOver: "http"`, it uses
+// `POST /v1/runs` with `Idempotency-Key: <clientRef>`, retried across dropped connections.
+// `startAndStream` starts and streams a run in one request (`POST /v1/runs/stream`).
 //
 // Cancelling and answering input requests go over HTTP (`POST /v1/runs/{id}/cancel`,
 // `POST /v1/runs/{id}/input`): the socket messages have no acknowledgement, the HTTP routes
@@ -32,6 +33,8 @@ const TERMINAL = new Set(['agent_completed', 'agent_error', 'agent_cancelled']);
 export const TERMINAL_TYPES = Object.freeze([...TERMINAL]);
 
 const OPEN = 1; // WebSocket.OPEN; an injected constructor need not carry the static
+// What the event stream of `startAndStream` yields first, once the run object has arrived.
+const RUN_KNOWN = Symbol('run known');
 // The server closes a socket on a message over 64 KiB; a start near that goes over HTTP.
 const SOCKET_MAX_BYTES = 60 * 1024;
 // Finished runs are remembered so late duplicates of their events are recognised; a page open
@@ -187,7 +190,7 @@ export class CorralClient {
    * @param {object} options `baseUrl` (the server, with its mount prefix if any; default: where
    *   this module was served from), `token` or `getToken` (sync or async; asked before every
    *   (re)connect and every HTTP request), `WebSocket` and `fetch` (default: the global ones),
-   *   `startOver` (`"http"` or `"socket"`), `onError` (gets listener exceptions and server
+   *   `startOver` (`"socket"`, the default, or `"http"`), `onError` (gets listener exceptions and server
    *   errors that answer no request; default `console.error`), and the timings (index.d.ts).
    */
   constructor(options = {}) {
@@ -220,9 +223,9 @@ export class CorralClient {
     if (typeof fetchImpl !== 'function') throw new TypeError('no fetch function: pass {fetch}');
     // Called through a closure: a browser's fetch refuses a `this` other than the window.
     this.#fetch = (...args) => fetchImpl(...args);
-    const startOver = options.startOver ?? 'http';
+    const startOver = options.startOver ?? 'socket';
     if (startOver !== 'http' && startOver !== 'socket') {
-      throw new TypeError('`startOver` is "http" (the default) or "socket"');
+      throw new TypeError('`startOver` is "socket" (the default) or "http"');
     }
     this.#startOver = startOver;
     this.#o = { ...DEFAULTS };
@@ -300,16 +303,7 @@ export class CorralClient {
    */
   async startRun(agent, input, options = {}) {
     this.#assertOpen();
-    if (typeof agent !== 'string' || !agent)
-      throw new TypeError('startRun(agent, input): agent is a name from GET /v1/agents');
-    const { threadId, clientRef = newClientRef(), multitask, timeoutS } = options ?? {};
-    if (typeof clientRef !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(clientRef)) {
-      throw new TypeError('clientRef is 1-255 printable ASCII characters without spaces');
-    }
-    const body = { agent, input: input ?? {} };
-    if (threadId != null) body.thread_id = threadId;
-    if (multitask != null) body.multitask = multitask;
-    if (timeoutS != null) body.timeout_s = timeoutS;
+    const { body, clientRef } = startBody(agent, input, options);
     if (this.#startOver === 'socket' && this.#status === 'open') {
       const message = { type: 'start_run', ...body, client_ref: clientRef };
       if (utf8Length(JSON.stringify(message)) <= SOCKET_MAX_BYTES) return this.#startOnSocket(message);
@@ -384,22 +378,28 @@ export class CorralClient {
     runPath(runId);
     if (!Number.isInteger(after) || after < 0)
       throw new TypeError('stream(runId, {after}): after is a whole number >= 0');
-    return new RunStream(runId, after, (state) => this.#streamEvents(runId, state, signal));
+    const state = { last: after, reconnects: 0, runId, run: null, start: null };
+    return new RunStream(state, () => this.#streamEvents(state, signal));
   }
 
   /**
-   * Start a run and read its events over HTTP: resolves, once the run exists, with the stream
-   * of `stream()` whose `run` is the run object.
+   * Start a run and read its events over HTTP, in one request (`POST /v1/runs/stream`, whose
+   * first message is the run object): resolves, once the run exists, with a stream like that of
+   * `stream()` whose `run` is the run object. Until the run object has arrived a retry repeats
+   * the request with the same `clientRef` (the server answers it with the same run); after, the
+   * stream resumes with `Last-Event-ID`. The socket's listeners get the run's events too.
    */
   async startAndStream(agent, input, options = {}) {
-    // TODO(server: POST /v1/runs/stream): one request that starts and streams the run (its first
-    // message is `event: run` with the run object). Until the server has that route this starts
-    // over HTTP and streams the run on a second request; callers see the same object either way.
+    this.#assertOpen();
     const { signal, ...startOptions } = options ?? {};
-    const run = await this.startRun(agent, input, startOptions);
-    const stream = this.stream(run.run_id, { signal });
-    stream.run = run;
-    return stream;
+    const start = startBody(agent, input, startOptions);
+    const readyOn = this.#readyGen === this.#gen ? this.#gen : -1;
+    const state = { last: 0, reconnects: 0, runId: null, run: null, start };
+    const events = this.#streamEvents(state, signal);
+    const first = await events.next(); // the run object, before any event
+    if (first.done || first.value !== RUN_KNOWN) throw new CorralError('http_error', 'no run object came');
+    this.#adopt(state.run, readyOn);
+    return new RunStream(state, () => events);
   }
 
   /**
@@ -536,7 +536,12 @@ export class CorralClient {
     if (!start) return;
     this.#starts.delete(message.client_ref);
     const run = message.run;
-    if (run && typeof run.run_id === 'string') this.#track(run.run_id);
+    if (run && typeof run.run_id === 'string') {
+      const tracked = this.#track(run.run_id);
+      // A start sent again is answered with the first run, which may have emitted events
+      // while no socket was open: fetch what this socket has not seen.
+      if (Number.isInteger(run.last_seq) && run.last_seq > tracked.last) this.#resumeRun(tracked);
+    }
     start.resolve(run);
   }
 
@@ -846,9 +851,8 @@ export class CorralClient {
     }
   }
 
-  async *#streamEvents(runId, state, signal) {
+  async *#streamEvents(state, signal) {
     const outer = this.#controller(signal);
-    const path = `/v1/runs/${runPath(runId)}/stream`;
     let failures = 0;
     let refreshed = false;
     try {
@@ -871,13 +875,21 @@ export class CorralClient {
             Accept: 'text/event-stream',
             Authorization: `Bearer ${await this.#currentToken()}`,
           };
-          if (state.last > 0) headers['Last-Event-ID'] = String(state.last);
+          // Until the run is known, (re)send the start; then resume the run's stream.
+          const request = { headers, signal: attempt.signal, cache: 'no-store' };
+          let path;
+          if (state.runId === null) {
+            path = '/v1/runs/stream';
+            request.method = 'POST';
+            request.body = JSON.stringify(state.start.body);
+            headers['Content-Type'] = 'application/json';
+            headers['Idempotency-Key'] = state.start.clientRef;
+          } else {
+            path = `/v1/runs/${runPath(state.runId)}/stream`;
+            if (state.last > 0) headers['Last-Event-ID'] = String(state.last);
+          }
           arm();
-          const response = await this.#fetch(this.#url(path), {
-            headers,
-            signal: attempt.signal,
-            cache: 'no-store',
-          });
+          const response = await this.#fetch(this.#url(path), request);
           if (!response.ok) {
             const error = errorFromResponse(response, parseJson(await response.text()));
             if (response.status === 401 && this.#getToken && !refreshed) {
@@ -893,6 +905,17 @@ export class CorralClient {
               try {
                 event = JSON.parse(message.data);
               } catch {
+                continue;
+              }
+              if (message.event === 'run' && event && typeof event.run_id === 'string') {
+                const known = state.run !== null;
+                state.run = event;
+                state.runId = event.run_id;
+                if (!known) {
+                  clearTimeout(watchdog); // the caller's pace is not the connection's silence
+                  yield RUN_KNOWN;
+                  arm();
+                }
                 continue;
               }
               if (!event || !Number.isInteger(event.seq)) continue;
@@ -923,7 +946,7 @@ export class CorralClient {
         if (failures > this.#o.retries) {
           throw new CorralError(
             'network_error',
-            `the event stream of run ${runId} failed ${failures} times in a row ` +
+            `the event stream of run ${state.runId ?? '(starting)'} failed ${failures} times in a row ` +
               `(${failure?.message ?? failure}); check that the server is reachable`,
             { cause: failure },
           );
@@ -937,17 +960,25 @@ export class CorralClient {
   }
 }
 
-/** What `stream()` returns: iterate it once with `for await`. */
+/** What `stream()` and `startAndStream()` return: iterate it once with `for await`. */
 class RunStream {
   #state;
   #open;
   #used = false;
 
-  constructor(runId, after, open) {
-    this.runId = runId;
-    this.run = null;
-    this.#state = { last: after, reconnects: 0 };
+  constructor(state, open) {
+    this.#state = state;
     this.#open = open;
+  }
+
+  /** The run's id (for a stream from `startAndStream`, once the run object has arrived). */
+  get runId() {
+    return this.#state.runId;
+  }
+
+  /** The run object, for a stream from `startAndStream`; else null. */
+  get run() {
+    return this.#state.run;
   }
 
   /** Dropped connections the stream recovered from so far. */
@@ -994,6 +1025,23 @@ function resolveBase(baseUrl) {
     throw new TypeError(`baseUrl must be http: or https:, not ${url.protocol}`);
   }
   return (url.origin + url.pathname).replace(/\/+$/, '');
+}
+
+/** The body of a start and its idempotency key (checked; a key is made when none is given). */
+function startBody(agent, input, options) {
+  if (typeof agent !== 'string' || !agent)
+    throw new TypeError('startRun(agent, input): agent is a name from GET /v1/agents');
+  const { threadId, clientRef = newClientRef(), multitask, timeoutS } = options ?? {};
+  // The server takes a client_ref of up to 128 characters; as an Idempotency-Key header it
+  // must also be printable ASCII: this is what both accept.
+  if (typeof clientRef !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(clientRef)) {
+    throw new TypeError('clientRef is 1-128 printable ASCII characters without spaces');
+  }
+  const body = { agent, input: input ?? {} };
+  if (threadId != null) body.thread_id = threadId;
+  if (multitask != null) body.multitask = multitask;
+  if (timeoutS != null) body.timeout_s = timeoutS;
+  return { body, clientRef };
 }
 
 function runPath(runId) {
