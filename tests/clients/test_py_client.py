@@ -32,7 +32,6 @@ async def routes(server: LiveServer) -> set[tuple[str, str]]:
     return {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
 
 
-
 async def wait_finished(client: AsyncClient, run_id: str) -> dict[str, Any]:
     async for _ in client.stream(run_id):
         pass

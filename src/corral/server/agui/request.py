@@ -17,7 +17,6 @@ from corral.core.registry import AgentSpec
 from corral.errors import InvalidRequest
 from corral.store.thread_binding import MAX_EXTERNAL_ID
 
-
 # What _printable accepts, as a JSON Schema pattern (the schema says what the server takes).
 PRINTABLE = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
 
