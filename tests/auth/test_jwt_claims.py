@@ -12,7 +12,7 @@ import pytest
 
 from corral import AuthRequest, Identity
 from corral.auth.jwt_authenticator import JwtAuthenticator
-from corral.auth.policy import JwtPolicy
+from corral.auth.policy import MAX_LEEWAY_S, JwtPolicy
 from corral.errors import AuthRefused, ConfigurationError
 from corral.server.auth import issue_token
 from support_auth import NOW, ManualClock, claims, forge, sign
@@ -338,3 +338,19 @@ def test_a_secret_with_an_asymmetric_algorithm_is_a_configuration_error() -> Non
 def test_none_unknown_or_no_algorithm_is_a_configuration_error(names: tuple[str, ...]) -> None:
     with pytest.raises(ConfigurationError):
         JwtPolicy(algorithms=names)
+
+
+async def test_a_remembered_token_still_expires_and_is_forgotten_at_close() -> None:
+    """A token verified once is taken from memory for the next requests — but never past its
+    own expiry (plus the leeway), and not after the authenticator closed."""
+    clock = ManualClock()
+    auth = authenticator(clock)
+    token = sign(claims("alice", ttl=60), KEY, "HS256")
+    first = await auth.verify(token)
+    assert await auth.verify(token) is first  # remembered: the same identity object
+    clock.now = NOW + 60 + MAX_LEEWAY_S + 1
+    assert (await refused(auth, token)).kind == "expired"
+    clock.now = NOW
+    assert (await auth.verify(token)).user_id == "alice"
+    await auth.aclose()
+    assert (await auth.verify(token)) is not first  # verified again, not from memory

@@ -9,7 +9,7 @@ from starlette.requests import HTTPConnection
 
 from corral.assembly import Parts
 from corral.auth.identity import Identity
-from corral.auth.request import Transport
+from corral.auth.request import AuthRequest, Transport, bearer
 from corral.core.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from corral.core.emitter import WebSocketBridgeFactory
 from corral.core.monitor import EventMonitor
@@ -62,6 +62,9 @@ class Runtime:
         Raises :class:`~corral.errors.Unauthorized` (401) or
         :class:`~corral.errors.ServiceUnavailable` (503) — see :class:`SignIn`.
         """
+        if self.signin.token_only:  # the JWT check reads the token alone: copy nothing else
+            token = bearer(conn.headers.get("authorization"))
+            return await self.signin.require(AuthRequest(transport=transport, token=token))
         return await self.signin.require(auth_request(conn, transport))
 
     async def ready(self) -> dict[str, bool]:

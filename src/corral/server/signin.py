@@ -77,6 +77,12 @@ class SignIn:
         return cls(authenticator, mode_of(settings), leeway)
 
     @property
+    def token_only(self) -> bool:
+        """Whether the authenticator reads the bearer token alone (a JWT check), so that a
+        front door need not copy a request's headers, cookies and query for it."""
+        return isinstance(self.authenticator, JwtAuthenticator)
+
+    @property
     def hint(self) -> str:
         """What a caller with no identity is told."""
         return _HINTS[self.mode]
