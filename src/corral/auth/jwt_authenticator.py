@@ -22,7 +22,6 @@ from corral.auth.tokens import decode, read_header
 from corral.errors import ConfigurationError
 from corral.settings import MIN_SECRET_BYTES
 
-
 VERIFIED_TTL_S = 30.0
 MAX_VERIFIED = 10_000  # tokens remembered (oldest forgotten first): a few MiB at most
 
