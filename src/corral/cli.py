@@ -217,6 +217,13 @@ def loadtest(
         bool, typer.Option(help="Also exit 1 on errors (HTTP, WebSocket, timeouts).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Live progress on a terminal.")] = True,
+    drop_every_s: Annotated[
+        float,
+        typer.Option(
+            help="Chaos: each connection drops its socket about this often (s), then "
+            "reconnects and resumes; 0: never."
+        ),
+    ] = 0.0,
 ) -> None:
     """Prove isolation under load: simulated users over real HTTP and WebSocket connections.
 
@@ -242,6 +249,7 @@ def loadtest(
             connect_concurrency=connect_concurrency,
             http_connections=http_connections,
             fail_on_errors=fail_on_errors,
+            drop_every_s=drop_every_s,
         )
     except ConfigurationError as exc:
         typer.echo(f"corral: {exc}", err=True)

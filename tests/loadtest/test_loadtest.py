@@ -159,6 +159,34 @@ async def test_a_rerun_with_the_same_users_passes_again(server: LiveServer) -> N
         assert report.runs_completed == 6
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sockets_dropped_again_and_again_lose_nothing(server: LiveServer) -> None:
+    """The disconnect-and-resume soak, small: every connection aborts its own socket about every
+    0.3 s while runs stream; the loadtest reconnects, resumes and retries lost starts by key —
+    and still every run is complete, in order, exactly once (duplicates only after a resume),
+    with no error and nothing foreign."""
+    config = LoadtestConfig(
+        url=server.url,
+        users=10,
+        connections_per_user=2,
+        runs_per_user=4,
+        steps=15,
+        delay_ms=20,
+        token_secret=server.secret,
+        timeout_s=30,
+        drop_every_s=0.3,
+        fail_on_errors=True,
+    )
+    report = await run_loadtest(config)
+    doc = report.to_dict()
+    assert report.passed, report.failures
+    assert doc["errors"] == {}
+    assert doc["violations"] == {}
+    assert report.runs_completed == 40
+    assert doc["drops"] > 10, "the chaos did not happen"
+    assert doc["reconnects"] >= doc["drops"]
+
+
 # -- a broken server --------------------------------------------------------------------------
 
 

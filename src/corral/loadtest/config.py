@@ -46,6 +46,10 @@ class LoadtestConfig:
     reconnect_attempts: int = 3
     fail_on_errors: bool = False
     user_prefix: str = ""
+    # Chaos: every connection drops its own socket (no close handshake, like a lost network)
+    # about this often, then reconnects and resumes; 0 never. The soak of a stream that must
+    # stay whole through disconnects.
+    drop_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -63,6 +67,8 @@ class LoadtestConfig:
             raise ConfigurationError("--reconnect-attempts must be 0 or more")
         if self.ramp_s < 0:
             raise ConfigurationError("--ramp-s must be 0 or more")
+        if self.drop_every_s < 0:
+            raise ConfigurationError("--drop-every-s must be 0 (never) or more")
         if self.timeout_s <= 0:
             raise ConfigurationError("--timeout-s must be more than 0")
         if self.agent == ECHO:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,6 +81,8 @@ class Slot:
         self._pongs: deque[asyncio.Future[bool]] = deque()
         self._steady = asyncio.Event()  # set unless reconnecting
         self._counted = False  # whether the open socket is in ``stats.connections_open``
+        self._dropping = False  # the socket was dropped on purpose (not a server close)
+        self._chaos: asyncio.Task[None] | None = None
         self.refs: set[str] = set()  # client_refs of start_run messages awaiting run_accepted
 
     @property
@@ -103,8 +106,25 @@ class Slot:
             return False
         self.ever_opened = True
         self._opened(ws)
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop(ws))
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_loop(ws))
+        if self._shared.config.drop_every_s > 0:
+            self._chaos = loop.create_task(self._drop_now_and_then())
         return True
+
+    async def _drop_now_and_then(self) -> None:
+        """Drop the socket (abort: no close handshake) at random moments, around every
+        ``drop_every_s``; the read loop reconnects and resumes as after any lost socket."""
+        every = self._shared.config.drop_every_s
+        while True:
+            # Chaos timing is the test's input, not synchronisation.
+            await asyncio.sleep(random.uniform(0.5 * every, 1.5 * every))
+            ws = self._ws
+            if ws is None or self.state is not SlotState.OPEN:
+                continue
+            self._dropping = True
+            self._stats.drops += 1
+            ws.transport.abort()
 
     async def close(self) -> None:
         """Close the socket and stop reading. Idempotent."""
@@ -113,6 +133,10 @@ class Slot:
         failed = self.state is SlotState.FAILED
         self.state = SlotState.CLOSING
         # Stop the reader first: it may be reconnecting, and must not open a socket after this.
+        if self._chaos is not None:
+            self._chaos.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._chaos
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +210,10 @@ class Slot:
             self._dropped()
             if self.state is SlotState.CLOSING:
                 return
-            self._stats.error(f"ws_close:{code}", f"{self.label}: closed by the server")
+            if self._dropping:  # dropped on purpose: not an error of the server's
+                self._dropping = False
+            else:
+                self._stats.error(f"ws_close:{code}", f"{self.label}: closed by the server")
             reconnected = await self._reconnect()
             if reconnected is None:
                 self.state = SlotState.FAILED

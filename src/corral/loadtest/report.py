@@ -47,6 +47,8 @@ class LoadtestReport:
     duplicates: int
     duplicates_tolerated: int
     reconnects: int
+    drops: int
+    starts_retried: int
     server: dict[str, Any] | None
     open_file_limit: int
     fail_on_errors: bool = False
@@ -88,6 +90,8 @@ class LoadtestReport:
             duplicates=stats.duplicates,
             duplicates_tolerated=stats.duplicates_tolerated,
             reconnects=stats.reconnects,
+            drops=stats.drops,
+            starts_retried=stats.starts_retried,
             server=server.as_dict(config.users),
             open_file_limit=open_file_limit,
             fail_on_errors=config.fail_on_errors,
@@ -161,6 +165,8 @@ class LoadtestReport:
             "errors": self.errors,
             "error_examples": self.error_examples,
             "reconnects": self.reconnects,
+            "drops": self.drops,
+            "starts_retried": self.starts_retried,
             "violations": self.violations,
             "violations_by_category": self.violations_by_category,
             "server": self.server,
@@ -225,6 +231,8 @@ def summary_table(report: LoadtestReport) -> Table:
         f"{report.duplicates} (after resume, allowed: {report.duplicates_tolerated})",
     )
     table.add_row("reconnects", str(report.reconnects))
+    table.add_row("sockets dropped on purpose", str(report.drops))
+    table.add_row("starts retried by key after a drop", str(report.starts_retried))
     table.add_row("errors", str(sum(report.errors.values())))
     if report.server is not None:
         server = report.server

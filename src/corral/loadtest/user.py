@@ -53,7 +53,7 @@ class SimulatedUser:
         )
         self._agent_started: dict[str, float] = {}
         self._outcomes: dict[str, str] = {}
-        self._accepts: dict[str, asyncio.Future[dict[str, object] | None]] = {}
+        self._accepts: dict[str, asyncio.Future[dict[str, object] | str | None]] = {}
         self._waiters: dict[str, asyncio.Future[float | None]] = {}
         self.slots = [Slot(self, n, shared) for n in range(shared.config.connections_per_user)]
 
@@ -119,7 +119,9 @@ class SimulatedUser:
         body: dict[str, object] = {"agent": config.agent, "input": given}
         via = "http" if (k + self.index) % 2 == 0 else "ws"
         t0 = clock()
-        run_id = await (self._start_http(given, k) if via == "http" else self._start_ws(k, body))
+        run_id = await (
+            self._start_http(given, k) if via == "http" else self._start_ws(k, body, given)
+        )
         if run_id is None:
             return
         record = RunRecord(run_id, via, t0)
@@ -153,7 +155,9 @@ class SimulatedUser:
             self._stats.error("http:answer_without_run_id")
         return run_id
 
-    async def _start_ws(self, k: int, body: dict[str, object]) -> str | None:
+    async def _start_ws(
+        self, k: int, body: dict[str, object], given: dict[str, object]
+    ) -> str | None:
         stats = self._stats
         open_slots = [s for s in self.slots if s.state is SlotState.OPEN]
         if not open_slots:
@@ -161,7 +165,7 @@ class SimulatedUser:
             return None
         slot = open_slots[k % len(open_slots)]
         ref = f"{self._keys}/{k}"
-        accepted: asyncio.Future[dict[str, object] | None] = (
+        accepted: asyncio.Future[dict[str, object] | str | None] = (
             asyncio.get_running_loop().create_future()
         )
         self._accepts[ref] = accepted
@@ -169,8 +173,7 @@ class SimulatedUser:
         try:
             message = {"type": "start_run", "client_ref": ref, **body}
             if not await slot.send(orjson.dumps(message)):
-                stats.error("ws_start:connection_closed")
-                return None
+                accepted.set_result(LOST)  # the socket went as the start was sent
             try:
                 run = await asyncio.wait_for(accepted, self._config.timeout_s)
             except TimeoutError:
@@ -181,6 +184,12 @@ class SimulatedUser:
             slot.refs.discard(ref)
         if run is None:
             return None  # the server's error message was counted when it arrived
+        if run == LOST:
+            # The socket went before run_accepted: the start may or may not have been made.
+            # Retried over HTTP with the client_ref as Idempotency-Key (one key space): the
+            # server answers with the run the first attempt made, or makes it — one run.
+            stats.starts_retried += 1
+            return await self._start_http(given, k)
         run_id = _run_id(run)
         if run_id is None:
             stats.error("ws:run_accepted_without_run_id")
@@ -266,12 +275,12 @@ class SimulatedUser:
             accepted.set_result(None)
 
     def abandon_starts(self, refs: set[str]) -> None:
-        """The socket that carried these ``start_run`` messages closed before accepting them."""
+        """The socket that carried these ``start_run`` messages closed before accepting them:
+        each start is retried with its key (see :meth:`_start_ws`)."""
         for ref in refs:
             accepted = self._accepts.get(ref)
             if accepted is not None and not accepted.done():
-                self._stats.error("ws_start:connection_lost", f"{self.user_id}: start_run {ref}")
-                accepted.set_result(None)
+                accepted.set_result(LOST)
 
     def slot_failed(self, _slot: Slot) -> None:
         """A connection gave up: runs no longer wait for it (or for nothing, if none is left)."""
@@ -280,6 +289,9 @@ class SimulatedUser:
             done = self._done_at(run_id)
             if not waiter.done() and (done is not None or not observed):
                 waiter.set_result(done)
+
+
+LOST = "lost"  # a start_run whose socket closed before its run_accepted
 
 
 def _run_id(run: object) -> str | None:
