@@ -21,7 +21,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -29,9 +29,9 @@ from typing import Any, NoReturn, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from corral.errors import ConfigurationError, InvalidRequest, StoreUnavailable
@@ -45,6 +45,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: every corral process migrating one PostgreSQL database takes this lock.
 PG_MIGRATION_LOCK = 7_415_202_611
 SQLITE_READERS = 4
+CLOSE_WAIT_S = 10.0  # closing waits this long for statements whose callers went away
 # Deadlock detected, serialization failure: the transaction lost a race; run it again.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
@@ -294,6 +295,8 @@ class PostgresDatabase(Database):
             pool_pre_ping=True,
             pool_recycle=1800,
         )
+        event.listen(self.engine.sync_engine, "checkout", _refuse_open_transaction)
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
         try:
@@ -304,7 +307,20 @@ class PostgresDatabase(Database):
             _reraise(exc)
 
     async def close(self) -> None:
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=CLOSE_WAIT_S)
         await self.engine.dispose()
+
+    def _to_the_end(self, work: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """``work`` runs to its end even when the caller is cancelled (a client that went away,
+        a timeout): a cancellation that lands inside asyncpg's implicit ``BEGIN`` can leave the
+        pooled connection inside a transaction the pool does not know of, and every later
+        "transaction" on it a savepoint that is never committed (sqlalchemy#13381). The caller
+        gets its ``CancelledError`` at once; the statement finishes and its result is dropped."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return asyncio.shield(task)
 
     @staticmethod
     def _run(connection: Connection, fn: Callable[[Sql], T]) -> T:
@@ -316,6 +332,12 @@ class PostgresDatabase(Database):
             cursor.close()
 
     async def read(self, fn: Callable[[Sql], T]) -> T:
+        return await self._to_the_end(self._read(fn))
+
+    async def write(self, fn: Callable[[Sql], T]) -> T:
+        return await self._to_the_end(self._write(fn))
+
+    async def _read(self, fn: Callable[[Sql], T]) -> T:
         try:
             async with self.engine.connect() as conn:
                 result = await conn.run_sync(self._run, fn)
@@ -324,7 +346,7 @@ class PostgresDatabase(Database):
         self.outage.succeeded()
         return result
 
-    async def write(self, fn: Callable[[Sql], T]) -> T:
+    async def _write(self, fn: Callable[[Sql], T]) -> T:
         try:
             async with self.engine.begin() as conn:
                 result = await conn.run_sync(self._run, fn)
@@ -332,3 +354,13 @@ class PostgresDatabase(Database):
             _reraise(exc, self.outage)
         self.outage.succeeded()
         return result
+
+
+def _refuse_open_transaction(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection still inside a transaction is never handed out: what runs on it
+    would run in a savepoint of that transaction, and its commit would commit nothing. The
+    pool drops it and connects afresh (``DisconnectionError`` on checkout)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_in_transaction():
+        log.warning("a pooled PostgreSQL connection was left inside a transaction; replaced")
+        raise DisconnectionError("left inside a transaction")
