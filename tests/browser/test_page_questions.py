@@ -8,6 +8,7 @@ question, and answering it in one closes it in the other.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -231,3 +232,51 @@ async def test_an_answer_to_a_question_closed_meanwhile_says_so(server: Any, new
     assert [e["data"]["value"] for e in events if e["type"] == "input_received"] == [
         {"scale": "celsius"}
     ]
+
+
+async def test_cancelling_a_waiting_run_ends_it_and_closes_its_question(
+    server: Any, new_page: Any
+) -> None:
+    """A question is announced to screen readers; Cancel on its waiting run ends the run
+    cancelled at once, and the form gives way to a sentence saying the run ended."""
+    page = await new_page()
+    await sign_in(page, server.url + "/", "eve")
+    card = await start_run(page, "research", {"question": "Convert 50 degrees to kelvin"})
+    prompt = "By 50 degrees, do you mean Celsius or Fahrenheit?"
+    await wait_for_question(card, prompt)
+    await expect(page.locator("#announcer")).to_have_text(f"A research run asks you: {prompt}")
+
+    await card.get_by_role("button", name="Cancel").click()
+    await expect(card).to_have_attribute("data-status", "cancelled", timeout=RUN_TIMEOUT_MS)
+    await expect(card.locator("form.question-form")).to_have_count(0)
+    await expect(card.locator(".question-closed")).to_have_text("The run ended before an answer.")
+    await expect(card.get_by_role("button", name="Cancel")).to_be_hidden()
+    run = await shows_every_event_once(server, "eve", card)
+    assert run["status"] == "cancelled"
+
+
+async def test_an_old_waiting_run_beyond_the_first_page_still_shows_its_question(
+    server: Any, new_page: Any
+) -> None:
+    """A run waits for an answer behind 20 newer runs: the page lists the newest 20 and the
+    waiting one too, with its question, which is answered from there."""
+    async with server.client("gil") as http:
+        resp = await http.post(
+            "/v1/runs", json={"agent": "research", "input": {"question": "Check with me: pi?"}}
+        )
+        waiting_id = resp.json()["run_id"]
+        deadline = asyncio.get_running_loop().time() + RUN_TIMEOUT_MS / 1000
+        while (await http.get(f"/v1/runs/{waiting_id}")).json()["status"] != "waiting":
+            assert asyncio.get_running_loop().time() < deadline, "the run never asked"
+            await asyncio.sleep(0.02)
+        for n in range(20):
+            resp = await http.post("/v1/runs", json={"agent": "echo", "input": {"message": f"{n}"}})
+            assert resp.status_code == 202, resp.text
+    page = await new_page()
+    await sign_in(page, server.url + "/", "gil")
+    await expect(page.locator("#runs article.run")).to_have_count(21)
+    card = page.locator(f'#runs article.run[data-run-id="{waiting_id}"]')
+    form = await wait_for_question(card, "Shall I search my reference documents as well?")
+    await form.get_by_role("button", name="Send answer").click()
+    await expect(card).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
+    await shows_every_event_once(server, "gil", card)

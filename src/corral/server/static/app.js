@@ -156,17 +156,24 @@ class Session {
       : 'Each run starts a new thread.';
   }
 
+  /** The newest runs of the view (or the next older page); at first also every run that waits
+   * for an answer, however old, so that no open question is out of sight. */
   async loadRuns(more) {
     const gen = this.viewGen;
     const button = $('load-more');
     button.disabled = true;
-    const query = new URLSearchParams({ limit: RUNS_PAGE });
-    if (this.view !== null) query.set('thread_id', this.view);
-    if (more && this.cursor) query.set('cursor', this.cursor);
+    const query = (extra) => {
+      const q = new URLSearchParams({ limit: RUNS_PAGE, ...extra });
+      if (this.view !== null) q.set('thread_id', this.view);
+      return `/v1/runs?${q}`;
+    };
     try {
-      const page = await this.client.request('GET', `/v1/runs?${query}`);
+      const [page, waiting] = await Promise.all([
+        this.client.request('GET', query(more && this.cursor ? { cursor: this.cursor } : {})),
+        more ? { runs: [] } : this.client.request('GET', query({ status: 'waiting', limit: 200 })),
+      ]);
       if (this.closed || gen !== this.viewGen) return;
-      for (const run of page.runs) {
+      for (const run of [...page.runs, ...waiting.runs]) {
         const entry = this.entry(run.run_id);
         Object.assign(entry.run, run);
         this.show(entry);
@@ -189,8 +196,10 @@ class Session {
       entry.card?.node.remove();
       this.runs.delete(runId);
     }
-    if (this.view === threadId) this.openView(null);
-    else this.countRuns();
+    if (this.view === threadId) {
+      this.openView(null);
+      $('all-runs').focus(); // the thread's buttons are gone with it
+    } else this.countRuns();
   }
 
   // -- agents and starting runs ----------------------------------------------------------------

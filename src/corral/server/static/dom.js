@@ -137,6 +137,11 @@ export function notify(text, kind = 'info', ttlMs = 8000) {
   if (ttlMs > 0) setTimeout(() => item.remove(), ttlMs);
 }
 
+/** Say `text` to screen readers (a polite live region), without showing anything. */
+export function announce(text) {
+  $('announcer').textContent = text;
+}
+
 /** Show `text` in a message box, or hide the box when `text` is empty. */
 export function showMessage(node, text, kind = 'error') {
   node.textContent = text ?? '';

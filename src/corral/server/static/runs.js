@@ -8,7 +8,7 @@
 
 import {
   el, clear, shortId, formatClock, formatWhen, formatDuration, toJson, truncate, isPlainObject,
-  jsonBlock, inputText, errorText,
+  jsonBlock, inputText, errorText, announce,
 } from './dom.js';
 import { schemaForm } from './schema-form.js';
 
@@ -274,6 +274,7 @@ export class RunCard {
     const li = this.row(ev, 'question', 'question',
       el('p', { id: promptId, className: 'question-prompt', text: String(data.prompt ?? '') }), form);
     this.questions.set(requestId, { li, form });
+    announce(`A ${this.run.agent || 'run'} run asks you: ${data.prompt}`);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const got = fields.read();
