@@ -238,7 +238,8 @@ async def test_cancelling_a_waiting_run_ends_it_and_closes_its_question(
     server: Any, new_page: Any
 ) -> None:
     """A question is announced to screen readers; Cancel on its waiting run ends the run
-    cancelled at once, and the form gives way to a sentence saying the run ended."""
+    cancelled at once, and the form gives way to a sentence saying the run ended — also when
+    the ended run is opened after a reload."""
     page = await new_page()
     await sign_in(page, server.url + "/", "eve")
     card = await start_run(page, "research", {"question": "Convert 50 degrees to kelvin"})
@@ -253,6 +254,16 @@ async def test_cancelling_a_waiting_run_ends_it_and_closes_its_question(
     await expect(card.get_by_role("button", name="Cancel")).to_be_hidden()
     run = await shows_every_event_once(server, "eve", card)
     assert run["status"] == "cancelled"
+
+    # After a reload the ended run is replayed when opened: its question shows, closed.
+    await page.reload()
+    card = page.locator(f'#runs article.run[data-run-id="{run["run_id"]}"]')
+    await expect(card).to_have_attribute("data-status", "cancelled")
+    await card.locator(".run-toggle").click()
+    await shows_every_event_once(server, "eve", card)
+    await expect(card.locator(".question-prompt")).to_have_text(prompt)
+    await expect(card.locator(".question-closed")).to_have_text("The run ended before an answer.")
+    await expect(card.locator("form.question-form")).to_have_count(0)
 
 
 async def test_an_old_waiting_run_beyond_the_first_page_still_shows_its_question(

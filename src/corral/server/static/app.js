@@ -150,7 +150,9 @@ class Session {
   showViewTitle(thread) {
     $('runs-title').textContent = thread ? threadTitle(thread) : 'All runs';
     $('thread-actions').hidden = !thread;
-    $('runs-empty').textContent = thread ? 'No runs in this thread yet.' : 'No runs yet. Choose an agent and start one.';
+    $('runs-empty').textContent = thread
+      ? 'No runs in this thread yet.'
+      : 'No runs yet. Choose an agent and start one.';
     $('thread-chip').textContent = thread
       ? `New runs continue “${threadTitle(thread)}”.`
       : 'Each run starts a new thread.';
@@ -336,7 +338,9 @@ function checkToken(raw) {
   const token = raw.trim().replace(/^bearer\s+/i, '');
   const parts = token.split('.');
   if (!token) return { problem: 'Paste a token first.' };
-  if (parts.length !== 3) return { problem: 'That does not look like a token: a JWT has three parts separated by dots.' };
+  if (parts.length !== 3) {
+    return { problem: 'That does not look like a token: a JWT has three parts separated by dots.' };
+  }
   try {
     const claims = JSON.parse(atob(parts[1].replace(/-/g, '+').replace(/_/g, '/')));
     if (typeof claims.exp === 'number' && claims.exp * 1000 < Date.now() - 30000) {

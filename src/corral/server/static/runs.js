@@ -16,6 +16,11 @@ const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
 const RANK = { queued: 0, running: 1, waiting: 1, succeeded: 2, failed: 2, cancelled: 2, timed_out: 2 };
 const LABEL = { waiting: 'waiting for you', timed_out: 'timed out' };
 const DELTAS = new Set(['text_delta', 'answer_delta']);
+const ENDED = 'The run ended before an answer.';
+const CLOSED = 'This question was already answered, or it is closed.';
+const EMPTY = { queued: 'Queued — waiting for a free slot…', succeeded: 'No events.', failed: 'No events.',
+  cancelled: 'No events.', timed_out: 'No events.' };
+const sub = (text) => el('span', { className: 'sub-label', text });
 
 export const isTerminal = (status) => TERMINAL.has(status);
 
@@ -33,7 +38,7 @@ export class RunCard {
     this.seenEvents = false;
     this.tools = new Map(); // call_id -> {li, status, duration, result}
     this.answerRow = null;
-    this.questions = new Map(); // request_id -> {li, form}
+    this.questions = new Map(); // request_id -> its open form (or the note in its place)
     this.asked = false;
     this.build();
     this.update(run);
@@ -41,27 +46,34 @@ export class RunCard {
 
   build() {
     const bodyId = `run-body-${this.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-    this.toggle = el('button', { type: 'button', className: 'run-toggle', 'aria-expanded': 'false', 'aria-controls': bodyId },
+    this.toggle = el('button', {
+      type: 'button', className: 'run-toggle', 'aria-expanded': 'false', 'aria-controls': bodyId,
+    },
       el('span', { className: 'chevron', 'aria-hidden': 'true' }),
       el('span', { className: 'visually-hidden', text: `Events of run ${this.id}` }));
     this.agent = el('span', { className: 'run-agent' });
     this.badge = el('span', { className: 'badge' });
     this.when = el('span', { className: 'run-time' });
     this.duration = el('span', { className: 'run-duration' });
-    this.threadButton = el('button', { type: 'button', className: 'btn btn-quiet btn-small run-thread', text: 'Open thread' });
-    this.cancelButton = el('button', { type: 'button', className: 'btn btn-danger btn-small run-cancel', text: 'Cancel' });
+    this.threadButton = el('button', {
+      type: 'button', className: 'btn btn-quiet btn-small run-thread', text: 'Open thread',
+    });
+    this.cancelButton = el('button', {
+      type: 'button', className: 'btn btn-danger btn-small run-cancel', text: 'Cancel',
+    });
     const head = el('header', { className: 'run-head' }, this.toggle, this.agent,
       el('code', { className: 'run-id', title: this.id, text: shortId(this.id) }), this.badge,
       el('span', { className: 'run-meta' }, this.when, this.duration),
       el('span', { className: 'run-actions' }, this.threadButton, this.cancelButton));
     this.inputLine = el('p', { className: 'run-input' });
-    this.timeline = el('ol', { className: 'timeline', 'aria-label': 'Events', dataset: { empty: 'Waiting for events…' } });
+    this.timeline = el('ol', { className: 'timeline', 'aria-label': 'Events' });
     this.body = el('div', { className: 'run-body', id: bodyId, hidden: true }, this.timeline);
     this.output = el('div', { className: 'output' });
     this.outputWrap = el('section', { className: 'output-wrap', 'aria-label': 'Output', hidden: true },
       el('h4', { className: 'block-title', text: 'Output' }), this.output);
     this.errorBlock = el('div', { className: 'run-error', role: 'status', hidden: true });
-    this.node = el('article', { className: 'run', dataset: { runId: this.id }, 'aria-label': `Run ${shortId(this.id)}` },
+    const name = `Run ${shortId(this.id)}`;
+    this.node = el('article', { className: 'run', dataset: { runId: this.id }, 'aria-label': name },
       head, this.inputLine, this.body, this.outputWrap, this.errorBlock);
 
     this.toggle.addEventListener('click', () => this.expand(this.body.hidden));
@@ -115,8 +127,8 @@ export class RunCard {
     const done = isTerminal(status);
     this.cancelButton.hidden = done;
     this.answerRow?.classList.toggle('streaming', !done);
-    this.timeline.dataset.empty = status === 'queued' ? 'Queued — waiting for a free slot…' : done ? 'No events.' : 'Waiting for events…';
-    if (done) for (const requestId of this.questions.keys()) this.closeQuestion(requestId, 'The run ended before an answer.');
+    this.timeline.dataset.empty = EMPTY[status] ?? 'Waiting for events…';
+    if (done) for (const requestId of this.questions.keys()) this.closeQuestion(requestId, ENDED);
   }
 
   async cancel() {
@@ -135,7 +147,9 @@ export class RunCard {
 
   row(ev, kind, label, ...content) {
     const li = el('li', { className: `ev ev-${kind}`, dataset: { seq: ev.seq, type: ev.type } },
-      el('span', { className: 'ev-time', title: ev.seq ? `${ev.ts} · seq ${ev.seq}` : ev.ts, text: formatClock(ev.ts) }),
+      el('span', {
+        className: 'ev-time', title: ev.seq ? `${ev.ts} · seq ${ev.seq}` : ev.ts, text: formatClock(ev.ts),
+      }),
       el('span', { className: 'ev-kind', text: label }),
       el('div', { className: 'ev-main' }, ...content));
     this.timeline.append(li);
@@ -154,8 +168,8 @@ export class RunCard {
         this.row(ev, 'started', 'started', text(`Run started${data.agent ? ` · ${data.agent}` : ''}`));
         break;
       case 'agent_thinking': {
-        const step = typeof data.step === 'number'
-          ? el('span', { className: 'step', text: data.total_steps ? `${data.step}/${data.total_steps}` : data.step }) : null;
+        const steps = data.total_steps ? `${data.step}/${data.total_steps}` : data.step;
+        const step = typeof data.step === 'number' ? el('span', { className: 'step', text: steps }) : null;
         this.row(ev, 'thinking', 'thinking', step, text(String(data.text ?? '')));
         break;
       }
@@ -175,7 +189,7 @@ export class RunCard {
       case 'input_received':
         this.setStatus('running');
         this.closeQuestion(data.request_id, null);
-        this.row(ev, 'received', 'answered', el('span', { className: 'sub-label', text: 'answer' }), jsonBlock(data.value, true));
+        this.row(ev, 'received', 'answered', sub('answer'), jsonBlock(data.value, true));
         break;
       case 'agent_completed':
         this.setStatus('succeeded');
@@ -209,8 +223,9 @@ export class RunCard {
     const duration = el('span', { className: 'tool-duration' });
     const result = el('div', { className: 'tool-result', hidden: true });
     const li = this.row(ev, 'tool', 'tool',
-      el('div', { className: 'tool-head' }, el('code', { className: 'tool-name', text: String(data.tool ?? 'tool') }), status, duration),
-      el('div', { className: 'tool-args' }, el('span', { className: 'sub-label', text: 'args' }), jsonBlock(data.args ?? {}, true)),
+      el('div', { className: 'tool-head' },
+        el('code', { className: 'tool-name', text: String(data.tool ?? 'tool') }), status, duration),
+      el('div', { className: 'tool-args' }, sub('args'), jsonBlock(data.args ?? {}, true)),
       result);
     li.dataset.callId = String(data.call_id);
     li.dataset.toolStatus = 'running';
@@ -231,12 +246,12 @@ export class RunCard {
     Object.assign(tool.result.dataset, { seq: ev.seq, type: ev.type });
     tool.result.title = `finished ${formatClock(ev.ts)} · seq ${ev.seq}`;
     if (status === 'success') {
-      tool.result.append(el('span', { className: 'sub-label', text: 'result' }), jsonBlock(data.result ?? null, true));
+      tool.result.append(sub('result'), jsonBlock(data.result ?? null, true));
     } else {
       const err = data.error;
       const message = isPlainObject(err) ? `${err.type ? `${err.type}: ` : ''}${err.message ?? toJson(err, 0)}`
         : err != null ? String(err) : `The tool ${status === 'timeout' ? 'timed out' : 'failed'}.`;
-      tool.result.append(el('span', { className: 'sub-label', text: 'error' }), el('p', { className: 'tool-error', text: message }));
+      tool.result.append(sub('error'), el('p', { className: 'tool-error', text: message }));
     }
     tool.result.hidden = false;
   }
@@ -263,7 +278,15 @@ export class RunCard {
   /** Show the prompt and a form made from the schema; sending it answers the run. */
   ask(ev, data) {
     const requestId = String(data.request_id);
-    const promptId = `q-${ev.seq}-${this.id}-prompt`;
+    const promptId = `q-${this.id}-${ev.seq}-prompt`;
+    const prompt = el('p', { id: promptId, className: 'question-prompt', text: String(data.prompt ?? '') });
+    if (isTerminal(this.status)) {
+      // The replay of a run that has ended: its answer, if one came, is next in the replay.
+      const note = el('p', { className: 'question-closed', text: ENDED });
+      this.row(ev, 'question', 'question', prompt, note);
+      this.questions.set(requestId, note);
+      return;
+    }
     const errorBox = el('div', { className: 'form-errors', role: 'alert', hidden: true });
     const fields = schemaForm(data.schema ?? null, {
       idPrefix: `q-${this.id}-${ev.seq}-`, base: 'value', errorBox, legend: 'Your answer',
@@ -271,9 +294,8 @@ export class RunCard {
     const send = el('button', { type: 'submit', className: 'btn btn-primary', text: 'Send answer' });
     const form = el('form', { className: 'question-form stack', novalidate: true, 'aria-labelledby': promptId },
       fields.node, errorBox, el('div', { className: 'row' }, send));
-    const li = this.row(ev, 'question', 'question',
-      el('p', { id: promptId, className: 'question-prompt', text: String(data.prompt ?? '') }), form);
-    this.questions.set(requestId, { li, form });
+    this.row(ev, 'question', 'question', prompt, form);
+    this.questions.set(requestId, form);
     announce(`A ${this.run.agent || 'run'} run asks you: ${data.prompt}`);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
@@ -287,7 +309,7 @@ export class RunCard {
       } catch (err) {
         send.disabled = false;
         if (err.code === 'validation_error') fields.showError(err);
-        else if (err.code === 'conflict') this.closeQuestion(requestId, 'This question was already answered, or it is closed.');
+        else if (err.code === 'conflict') this.closeQuestion(requestId, CLOSED);
         else fields.showError({ message: `The answer was not sent: ${errorText(err)}` });
       }
     });
@@ -296,11 +318,13 @@ export class RunCard {
 
   /** Take a question's form away; `note` says why (none: it was answered). */
   closeQuestion(requestId, note) {
-    const question = this.questions.get(requestId);
-    if (!question) return;
+    const form = this.questions.get(requestId);
+    if (!form) return;
     this.questions.delete(requestId);
-    const focused = question.form.contains(document.activeElement);
-    question.form.replaceWith(el('p', { className: note ? 'question-closed' : 'question-answered', role: 'status', text: note ?? 'Answered.' }));
+    const focused = form.contains(document.activeElement);
+    form.replaceWith(el('p', {
+      className: note ? 'question-closed' : 'question-answered', role: 'status', text: note ?? 'Answered.',
+    }));
     if (focused) this.toggle.focus(); // focus must not vanish with the form
   }
 
@@ -314,10 +338,12 @@ export class RunCard {
       // The streamed copy says the same: fold it to a short preview.
       this.answerRow?.classList.toggle('superseded', this.answer.textContent.trim() === answer.trim());
       if (Array.isArray(sources) && sources.length) {
+        const source = (s) => (isPlainObject(s)
+          ? el('li', {}, el('strong', { text: String(s.title ?? s.id ?? toJson(s, 0)) }),
+            s.id != null && s.title != null ? el('code', { className: 'source-id', text: ` ${s.id}` }) : null)
+          : el('li', { text: String(s) }));
         this.output.append(el('h5', { className: 'sources-title', text: 'Sources' }),
-          el('ol', { className: 'sources' }, ...sources.map((s) => el('li', {},
-            isPlainObject(s) ? el('strong', { text: String(s.title ?? s.id ?? toJson(s, 0)) }) : String(s),
-            isPlainObject(s) && s.id != null && s.title != null ? el('code', { className: 'source-id', text: ` ${s.id}` }) : null))));
+          el('ol', { className: 'sources' }, ...sources.map(source)));
       }
       if (Object.keys(rest).length) this.output.append(jsonBlock(rest));
     } else if (typeof output === 'string') {

@@ -106,7 +106,8 @@ function buildField(name, spec, { id, label, required }) {
     const index = spec.values.findIndex((v) => v === s.default);
     if (index >= 0) control.value = String(index);
   } else {
-    control = el('textarea', { ...attrs, rows: 3, className: spec.kind === 'json' ? 'mono' : null, spellcheck: 'false' });
+    const mono = spec.kind === 'json' ? 'mono' : null;
+    control = el('textarea', { ...attrs, rows: 3, className: mono, spellcheck: 'false' });
     if (hasDefault) control.value = toJson(s.default);
   }
   const wrapper = el('div', { className: `field field-${spec.kind}`, dataset: { field: name } });
@@ -218,7 +219,8 @@ export function schemaForm(schema, { idPrefix, base, errorBox, legend }) {
         mark(f, message);
         first ??= f;
       } else {
-        list.append(el('li', {}, d?.field ? el('code', { text: String(d.field) }) : null, d?.field ? ': ' : null, message));
+        const where = d?.field ? [el('code', { text: String(d.field) }), ': '] : [];
+        list.append(el('li', {}, ...where, message));
       }
     }
     errorBox.append(el('p', { className: 'form-error-title', text: err.message || 'That was refused.' }));
