@@ -133,8 +133,15 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
+/**
+ * How the client signs in: a fixed `token`, a `getToken` asked on every (re)connect and request,
+ * or `cookies: true` — the server signs the browser in from its own cookies (an `--auth` hook),
+ * and no token is sent at all.
+ */
 export type TokenSource =
-  { token: string; getToken?: undefined } | { getToken: () => string | Promise<string>; token?: undefined };
+  | { token: string; getToken?: undefined; cookies?: false }
+  | { getToken: () => string | Promise<string>; token?: undefined; cookies?: false }
+  | { cookies: true; token?: undefined; getToken?: undefined };
 
 export type CorralClientOptions = TokenSource & {
   /** The server, with its mount prefix if any. Default: where this module was served from. */

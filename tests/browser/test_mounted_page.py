@@ -84,9 +84,10 @@ async def host_app(tmp_path: Path) -> AsyncIterator[tuple[str, Settings]]:
 async def test_the_page_under_a_prefix_signs_in_and_runs_end_to_end(
     tmp_path: Path, new_page: Any
 ) -> None:
-    """/agents redirects to /agents/; the page, its script and style, the API calls and the
-    socket all go under /agents/ (nothing to the host's root); a research run shows its tool
-    calls and succeeds; the host's own route still answers."""
+    """/agents redirects to /agents/; the page, its script and style, the client module, the API
+    calls and the socket all go under /agents/ (nothing to the host's root, nothing elsewhere);
+    a research run asks its question, is answered, shows its tool calls and succeeds; the
+    host's own route still answers."""
     async with host_app(tmp_path) as (base, _settings):
         page = await new_page()
         requested: list[str] = []
@@ -111,10 +112,17 @@ async def test_the_page_under_a_prefix_signs_in_and_runs_end_to_end(
         await expect(page.locator("#user-id")).to_have_text("mona")
         await expect(page.locator("#agent-select")).to_be_enabled()
         await page.select_option("#agent-select", "research")
-        await page.fill("#field-question", "What is 12 * 7?")
+        await page.fill("#field-question", "What is 12 * 7? Check with me.")
         await page.click("#start-run")
         card = page.locator("#runs article.run").first
+        # research asks before searching: the answer goes to /agents/v1/runs/{id}/input.
+        form = card.locator("form.question-form")
+        await expect(form.locator("xpath=..")).to_contain_text(
+            "Shall I search my reference documents as well?", timeout=20_000
+        )
+        await form.get_by_role("button", name="Send answer").click()
         await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
+        await expect(form).to_have_count(0)
         await expect(card.locator("li[data-call-id][data-tool-status=success]")).not_to_have_count(
             0
         )
@@ -122,6 +130,9 @@ async def test_the_page_under_a_prefix_signs_in_and_runs_end_to_end(
         assert sockets
         assert all(url == base.replace("http", "ws", 1) + PREFIX + "/v1/ws" for url in sockets)
         assert not failed, failed
+        # The page loads nothing from the network: every request goes to this server.
+        elsewhere = [u for u in requested if not u.startswith((base + "/", "data:"))]
+        assert not elsewhere, elsewhere
         ours = [u for u in requested if u.startswith(base)]
         assert ours
         outside = [u for u in ours if not u.startswith(base + PREFIX + "/") and u != base + PREFIX]
@@ -129,6 +140,9 @@ async def test_the_page_under_a_prefix_signs_in_and_runs_end_to_end(
         assert base + PREFIX + "/static/app.js" in requested
         assert base + PREFIX + "/static/style.css" in requested
         assert any(u.startswith(base + PREFIX + "/v1/runs") for u in requested)
+        assert base + PREFIX + "/corral-client.js" in requested
+        run_id = await card.get_attribute("data-run-id")
+        assert base + PREFIX + f"/v1/runs/{run_id}/input" in requested
         host_page = await page.request.get(base + "/")
         assert await host_page.json() == {"app": "the host's own page"}
 

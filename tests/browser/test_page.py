@@ -4,11 +4,7 @@ A person signs in, runs ``research`` and watches its tool calls and answer arriv
 in two browser contexts never see each other's runs; a socket dropped mid-run is reconnected
 and resumed, and the run is shown complete, every event exactly once.
 
-How the page shows events (app.js): each event is one element carrying ``data-seq`` — a row
-``li.ev`` for most types; for a tool call the row ``li[data-call-id]`` carries the seq of its
-``tool_executing`` and its nested ``.tool-result`` the seq of its ``tool_completed``; answer
-deltas are ``span.delta`` inside the one ``li.ev-answer`` row. So the ``[data-seq]`` elements
-of a run card are its events, one each.
+How the page shows events: see tests/support_page.py.
 """
 
 from __future__ import annotations
@@ -22,6 +18,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from support_page import RUN_TIMEOUT_MS, run_ids, seqs_in, sign_in, start_run, stored_run, types_in
+
 pytestmark = [
     pytest.mark.browser,
     # The page is what is under test here; the database behind it is covered elsewhere.
@@ -33,62 +31,12 @@ ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = REPO / "docs" / "screenshot.png"
 UPDATE_SCREENSHOT_ENV = "CORRAL_UPDATE_SCREENSHOT"
 # How many seconds light takes to reach the Moon: arithmetic, a conversion and two documents.
-RUN_TIMEOUT_MS = 20_000  # a run to its end, on a loaded CI machine
 RESEARCH_QUESTION = (
     "How far is the Moon from Earth? Convert 384400 km to miles and work out 384400 / 299792.458."
 )
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def sign_in(page: Any, server: Any, user: str) -> None:
-    """Open the page and use the loopback dev sign-in as ``user``; returns once live."""
-    await page.goto(server.url + "/")
-    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "offline")
-    await page.fill("#dev-user", user)
-    await page.click("#dev-signin")
-    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
-    await expect(page.locator("#user-id")).to_have_text(user)
-    await expect(page.locator("#agent-select")).to_be_enabled()
-
-
-async def start_run(page: Any, agent: str, fields: dict[str, str]) -> Any:
-    """Fill the generated form for ``agent`` and start a run; the new run's card."""
-    before = set(await run_ids(page))
-    await page.select_option("#agent-select", agent)
-    for name, value in fields.items():
-        await page.fill(f"#field-{name}", value)
-    await expect(page.locator("#start-run")).to_be_enabled()
-    await page.click("#start-run")
-    cards = page.locator("#runs article.run")
-    await expect(cards).to_have_count(len(before) + 1)
-    await expect(page.locator("#form-errors")).to_be_hidden()
-    [new] = set(await run_ids(page)) - before
-    return page.locator(f'#runs article.run[data-run-id="{new}"]')
-
-
-async def run_ids(page: Any) -> list[str]:
-    ids: list[str] = await page.locator("#runs article.run").evaluate_all(
-        "cards => cards.map(c => c.dataset.runId)"
-    )
-    return ids
-
-
-async def seqs_in(card: Any) -> list[int]:
-    """The seq of every event element in ``card``, in document order."""
-    seqs: list[str] = await card.locator("[data-seq]").evaluate_all(
-        "nodes => nodes.map(n => n.dataset.seq)"
-    )
-    return [int(s) for s in seqs]
-
-
-async def types_in(card: Any) -> list[str]:
-    """The event type of each ``[data-seq]`` element of ``card``, ordered by seq."""
-    pairs: list[list[Any]] = await card.locator("[data-seq]").evaluate_all(
-        "nodes => nodes.map(n => [Number(n.dataset.seq), n.dataset.type])"
-    )
-    return [t for _seq, t in sorted(pairs)]
 
 
 PROBE = (
@@ -110,14 +58,6 @@ async def socket_log(page: Any, card: Any) -> str:
     )
 
 
-async def stored_run(server: Any, user: str, run_id: str) -> dict[str, Any]:
-    async with server.client(user) as http:
-        resp = await http.get(f"/v1/runs/{run_id}")
-        assert resp.status_code == 200, resp.text
-        run: dict[str, Any] = resp.json()
-        return run
-
-
 # -- tests ------------------------------------------------------------------------------------
 
 
@@ -127,7 +67,7 @@ async def test_research_run_shows_tool_calls_and_the_answer_live(
     """Dev sign-in, choose research, ask a question: each tool call appears and succeeds, the
     streamed answer and the final output (with its value and sources) show, the run succeeds."""
     page = await new_page()
-    await sign_in(page, server, "alice")
+    await sign_in(page, server.url + "/", "alice")
     card = await start_run(page, "research", {"question": RESEARCH_QUESTION})
 
     await expect(card).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
@@ -171,8 +111,8 @@ async def test_two_users_never_see_each_others_runs(server: Any, new_page: Any) 
     """alice and bob, each in their own browser context, start overlapping runs: each page
     shows exactly its user's runs — live and after a reload — and none of the other's text."""
     alice, bob = await new_page(), await new_page()
-    await sign_in(alice, server, "alice")
-    await sign_in(bob, server, "bob")
+    await sign_in(alice, server.url + "/", "alice")
+    await sign_in(bob, server.url + "/", "bob")
     secrets = {"alice": f"alice-only-{uuid.uuid4().hex}", "bob": f"bob-only-{uuid.uuid4().hex}"}
     pages = {"alice": alice, "bob": bob}
 
@@ -216,7 +156,7 @@ async def test_dropped_socket_is_resumed_and_the_run_shown_complete(
     """The page's WebSocket is closed mid-run; the page reconnects on its own, resumes from its
     last seq and ends with every event 1..last exactly once, no step repeated, succeeded."""
     page = await new_page()
-    await sign_in(page, server, "alice")
+    await sign_in(page, server.url + "/", "alice")
     steps = 30
     card = await start_run(
         page, "echo", {"message": "resume me", "steps": str(steps), "delay_ms": "100"}

@@ -70,3 +70,31 @@ async def test_a_loopback_hs256_server_keeps_the_dev_sign_in(
     await page.goto(server.url + "/")
     await expect(page.locator("#dev-section")).to_be_visible()
     await expect(page.locator("#dev-hint")).to_be_hidden()
+
+
+async def test_a_pasted_token_signs_in_and_a_refused_one_says_why(
+    start_server: Any, new_page: Any
+) -> None:
+    """A token pasted as "Bearer …" signs the page in as its user, over HTTP and the socket; a
+    token signed with another secret is refused with the server's reason and nothing is kept."""
+    from corral.server.auth import issue_token
+
+    server = await start_server()
+    page = await new_page()
+    await page.goto(server.url + "/")
+    await page.fill("#token-input", "Bearer " + issue_token("another secret " * 4, "mallory"))
+    await page.click("#token-signin")
+    await expect(page.locator("#signin-message")).to_contain_text("Signed out:")
+    await expect(page.locator("#signin-panel")).to_be_visible()
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    assert await page.evaluate("() => sessionStorage.getItem('corral.token')") is None
+
+    sockets = await page.evaluate("() => window.__corral.sockets.length")
+    await page.fill("#token-input", "Bearer " + server.token("tess"))
+    await page.click("#token-signin")
+    await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#user-id")).to_have_text("tess")
+    await expect(page.locator("#signin-message")).to_be_hidden()
+    sent = await page.evaluate("() => window.__corral.sent")
+    # The token went in the first message of the new client's socket.
+    assert [kind for index, kind, *_ in sent if index >= sockets][:1] == ["auth"]

@@ -101,6 +101,8 @@ test('the constructor refuses options it cannot work with, saying what to pass',
     [{ baseUrl: 'http://127.0.0.1:1', token: 't', getToken: () => 't', WebSocket }, /exactly one of `token`/],
     [{ baseUrl: 'http://127.0.0.1:1', token: '', WebSocket }, /non-empty string/],
     [{ baseUrl: 'http://127.0.0.1:1', getToken: 'x', WebSocket }, /must be a function/],
+    [{ baseUrl: 'http://127.0.0.1:1', cookies: true, token: 't', WebSocket }, /or `cookies: true` alone/],
+    [{ baseUrl: 'http://127.0.0.1:1', cookies: 'yes', WebSocket }, /`cookies` is true or false/],
     [{ baseUrl: 'not a url', token: 't', WebSocket }, /is not a URL/],
     [{ baseUrl: 'ftp://127.0.0.1', token: 't', WebSocket }, /http: or https:/],
     [{ token: 't', WebSocket }, /baseUrl is required/],
@@ -149,4 +151,49 @@ test('package.json names the package corral-client, an ES module for Node 20+ wi
   assert.deepEqual(pkg.dependencies ?? {}, {});
   assert.ok(pkg.scripts.test.includes('--test'));
   for (const file of pkg.files) await readFile(new URL(file, here)); // every listed file exists
+});
+
+test('with cookies: true no token is sent: no auth message, no Authorization header', async () => {
+  // Stand-ins for the browser's socket and fetch, recording what the client sends: a server
+  // that signs the browser in from its cookies answers `ready` right after the upgrade.
+  const sent = [];
+  class CookieSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.({});
+        this.onmessage?.({ data: JSON.stringify({ type: 'ready', user_id: 'ann' }) });
+      }, 0);
+    }
+    send(data) {
+      sent.push(JSON.parse(data));
+    }
+    close() {
+      this.readyState = 3;
+    }
+  }
+  const requests = [];
+  const fetch = async (url, init) => {
+    requests.push({ url, headers: init.headers });
+    return new Response(JSON.stringify({ user_id: 'ann', roles: [] }), { status: 200 });
+  };
+  const client = new CorralClient({
+    baseUrl: 'http://127.0.0.1:1/agents/',
+    cookies: true,
+    WebSocket: CookieSocket,
+    fetch,
+  });
+  try {
+    await client.ready();
+    assert.equal(client.userId, 'ann');
+    assert.deepEqual(await client.request('GET', '/v1/me'), { user_id: 'ann', roles: [] });
+    assert.deepEqual(sent, [], 'nothing, not even an auth message, went over the socket');
+    assert.equal(requests.length, 1);
+    assert.equal(requests[0].url, 'http://127.0.0.1:1/agents/v1/me');
+    assert.ok(!Object.keys(requests[0].headers).some((h) => h.toLowerCase() === 'authorization'));
+  } finally {
+    client.close();
+  }
 });

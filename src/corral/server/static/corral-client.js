@@ -189,17 +189,24 @@ export class CorralClient {
   /**
    * @param {object} options `baseUrl` (the server, with its mount prefix if any; default: where
    *   this module was served from), `token` or `getToken` (sync or async; asked before every
-   *   (re)connect and every HTTP request), `WebSocket` and `fetch` (default: the global ones),
-   *   `startOver` (`"socket"`, the default, or `"http"`), `onError` (gets listener exceptions and server
-   *   errors that answer no request; default `console.error`), and the timings (index.d.ts).
+   *   (re)connect and every HTTP request) — or `cookies: true` alone, for a page whose server
+   *   signs it in from the browser's own cookies (an `--auth` hook): then no token is sent at
+   *   all, neither in an `auth` message nor in an `Authorization` header — `WebSocket` and
+   *   `fetch` (default: the global ones), `startOver` (`"socket"`, the default, or `"http"`),
+   *   `onError` (gets listener exceptions and server errors that answer no request; default
+   *   `console.error`), and the timings (index.d.ts).
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
       throw new TypeError('new CorralClient({baseUrl, token | getToken}) takes an options object');
     }
-    const { token, getToken } = options;
-    if ((token == null) === (getToken == null)) {
-      throw new TypeError('pass exactly one of `token` (a string) or `getToken` (a function returning one)');
+    const { token, getToken, cookies = false } = options;
+    if (typeof cookies !== 'boolean') throw new TypeError('`cookies` is true or false');
+    if (cookies ? token != null || getToken != null : (token == null) === (getToken == null)) {
+      throw new TypeError(
+        'pass exactly one of `token` (a string) or `getToken` (a function returning one), ' +
+          'or `cookies: true` alone',
+      );
     }
     if (token != null && (typeof token !== 'string' || !token)) {
       throw new TypeError('`token` must be a non-empty string');
@@ -455,9 +462,9 @@ export class CorralClient {
     this.#ws = ws;
     const current = () => gen === this.#gen && !this.#closed;
     ws.onopen = () => {
-      if (!current()) return;
       // The token goes in the first message, never in the URL (which servers and proxies log).
-      ws.send(JSON.stringify({ type: 'auth', token }));
+      // Signed in by cookies, the server knows the user from the upgrade and answers `ready`.
+      if (current() && token !== null) ws.send(JSON.stringify({ type: 'auth', token }));
     };
     ws.onmessage = (message) => {
       if (current()) this.#onMessage(gen, message.data);
@@ -569,14 +576,15 @@ export class CorralClient {
     this.#detach();
     if (this.#closed) return;
     if (code === 1008 && refusal?.code === 'unauthorized' && !this.#getToken) {
-      // A fixed token the server refuses will not get better by retrying.
+      // A fixed token (or cookie) the server refuses will not get better by retrying.
+      const advice =
+        this.#token === null
+          ? 'sign in again, then make a new client'
+          : 'make a new client with a valid token, or pass getToken';
       this.#shutdown(
-        new CorralError(
-          'unauthorized',
-          `the server refused the token (${refusal.message}); ` +
-            'make a new client with a valid token, or pass getToken',
-          { status: 401 },
-        ),
+        new CorralError('unauthorized', `the server refused the sign-in (${refusal.message}); ${advice}`, {
+          status: 401,
+        }),
       );
       return;
     }
@@ -759,6 +767,7 @@ export class CorralClient {
 
   // -- HTTP --------------------------------------------------------------------------------
 
+  /** The token to send now; null when the browser's cookies sign in (`cookies: true`). */
   async #currentToken() {
     if (!this.#getToken) return this.#token;
     let token;
@@ -806,7 +815,8 @@ export class CorralClient {
         let text;
         try {
           const token = await this.#currentToken();
-          const sent = { Accept: 'application/json', ...headers, Authorization: `Bearer ${token}` };
+          const sent = { Accept: 'application/json', ...headers };
+          if (token !== null) sent.Authorization = `Bearer ${token}`;
           if (body !== undefined) sent['Content-Type'] = 'application/json';
           response = await this.#fetch(this.#url(path), {
             method,
@@ -871,10 +881,9 @@ export class CorralClient {
         let failure = null;
         let fatal = null;
         try {
-          const headers = {
-            Accept: 'text/event-stream',
-            Authorization: `Bearer ${await this.#currentToken()}`,
-          };
+          const headers = { Accept: 'text/event-stream' };
+          const token = await this.#currentToken();
+          if (token !== null) headers.Authorization = `Bearer ${token}`;
           // Until the run is known, (re)send the start; then resume the run's stream.
           const request = { headers, signal: attempt.signal, cache: 'no-store' };
           let path;
