@@ -40,6 +40,7 @@ class Stats:
         self.reconnects = 0
         self.drops = 0  # sockets dropped on purpose (--drop-every-s)
         self.starts_retried = 0  # WS starts retried with their key after a lost socket
+        self.starts_over_http = 0  # WS starts made over HTTP: every socket of the user was down
         self.duplicates = 0  # the same (run_id, seq) twice outside a resume: a violation
         self.duplicates_tolerated = 0  # ... after a resume, which the contract allows
         self.errors: Counter[str] = Counter()

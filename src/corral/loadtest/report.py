@@ -49,6 +49,7 @@ class LoadtestReport:
     reconnects: int
     drops: int
     starts_retried: int
+    starts_over_http: int
     server: dict[str, Any] | None
     open_file_limit: int
     fail_on_errors: bool = False
@@ -92,6 +93,7 @@ class LoadtestReport:
             reconnects=stats.reconnects,
             drops=stats.drops,
             starts_retried=stats.starts_retried,
+            starts_over_http=stats.starts_over_http,
             server=server.as_dict(config.users),
             open_file_limit=open_file_limit,
             fail_on_errors=config.fail_on_errors,
@@ -167,6 +169,7 @@ class LoadtestReport:
             "reconnects": self.reconnects,
             "drops": self.drops,
             "starts_retried": self.starts_retried,
+            "starts_over_http": self.starts_over_http,
             "violations": self.violations,
             "violations_by_category": self.violations_by_category,
             "server": self.server,
@@ -233,6 +236,7 @@ def summary_table(report: LoadtestReport) -> Table:
     table.add_row("reconnects", str(report.reconnects))
     table.add_row("sockets dropped on purpose", str(report.drops))
     table.add_row("starts retried by key after a drop", str(report.starts_retried))
+    table.add_row("starts over HTTP, every socket down", str(report.starts_over_http))
     table.add_row("errors", str(sum(report.errors.values())))
     if report.server is not None:
         server = report.server

@@ -161,8 +161,10 @@ class SimulatedUser:
         stats = self._stats
         open_slots = [s for s in self.slots if s.state is SlotState.OPEN]
         if not open_slots:
-            stats.error("ws_start:no_open_connection")
-            return None
+            # Every socket of this user is down (dropped, reconnecting): start over HTTP, as
+            # a client would; the sockets resume the run's events when they are back.
+            stats.starts_over_http += 1
+            return await self._start_http(given, k)
         slot = open_slots[k % len(open_slots)]
         ref = f"{self._keys}/{k}"
         accepted: asyncio.Future[dict[str, object] | str | None] = (
