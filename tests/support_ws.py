@@ -12,7 +12,7 @@ import websockets
 
 from conftest import LiveServer
 
-TIMEOUT = 10.0
+TIMEOUT = 20.0
 
 
 async def recv(ws: Any) -> dict[str, Any]:

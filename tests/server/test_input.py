@@ -4,17 +4,15 @@ waits without holding a slot, and goes on with the answer sent over HTTP or the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import websockets
 
 import hitl_agents
 from support import RUN_FIELDS, check_run_events
+from support_ws import recv, socket_of
 
 TIMEOUT = 20.0
 TERMINAL = {"agent_completed", "agent_error", "agent_cancelled"}
@@ -70,18 +68,6 @@ async def answer(
     return await http.post(
         f"/v1/runs/{run_id}/input", json={"request_id": request_id, "value": value}
     )
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))
-
-
-@contextlib.asynccontextmanager
-async def socket(server: Any, user: str) -> AsyncIterator[Any]:
-    headers = {"Authorization": f"Bearer {server.token(user)}"}
-    async with websockets.connect(server.ws_url, additional_headers=headers) as ws:
-        assert (await recv(ws))["type"] == "ready"
-        yield ws
 
 
 async def recv_error(ws: Any) -> dict[str, Any]:
@@ -157,7 +143,7 @@ async def test_ask_waits_and_an_http_answer_completes_the_run(hitl: Any) -> None
 async def test_websocket_send_input_answers_and_the_socket_sees_it_through(hitl: Any) -> None:
     """Over one socket: start_run, input_requested arrives live, send_input answers it, and
     input_received and the completion follow."""
-    async with socket(hitl, "alice") as ws:
+    async with socket_of(hitl, "alice") as ws:
         await ws.send(
             orjson.dumps({"type": "start_run", "agent": "asker", "input": {}, "client_ref": "a"})
         )
@@ -202,7 +188,7 @@ async def test_a_value_that_fails_the_schema_is_422_with_details_and_the_run_kee
 ) -> None:
     """HTTP and WebSocket: each bad field is named in details; nothing is stored or emitted,
     the run still waits, and a good answer afterwards completes it."""
-    async with hitl.client("alice") as http, socket(hitl, "alice") as ws:
+    async with hitl.client("alice") as http, socket_of(hitl, "alice") as ws:
         run_id = await start(http, "asker", {"answer_schema": OK_SCHEMA})
         asked = await wait_event(http, run_id, "input_requested")
         request_id = asked["data"]["request_id"]
@@ -286,7 +272,7 @@ async def test_another_users_run_is_404_for_input_like_a_missing_one(hitl: Any) 
         missing = await answer(bob, "run_doesnotexist0000000000", request_id, "hijack")
         assert foreign.status_code == missing.status_code == 404
         assert foreign.json() == missing.json()
-        async with socket(hitl, "bob") as ws:
+        async with socket_of(hitl, "bob") as ws:
             message = {"type": "send_input", "run_id": run_id, "request_id": request_id}
             await ws.send(orjson.dumps({**message, "value": "hijack"}))
             refused = await recv(ws)
@@ -397,13 +383,13 @@ async def test_a_dropped_socket_resumes_to_the_question_and_another_connection_a
     """The socket that started the run drops while it waits; a new socket's resume replays
     input_requested; an answer sent from a third connection (HTTP) completes the run, and the
     resumed socket sees input_received and the end live."""
-    async with socket(hitl, "alice") as first:
+    async with socket_of(hitl, "alice") as first:
         await first.send(
             orjson.dumps({"type": "start_run", "agent": "asker", "input": {}, "client_ref": "r"})
         )
         run_id = (await recv(first))["run"]["run_id"]
         asked = (await read_run(first, run_id, "input_requested"))[-1]
-    async with socket(hitl, "alice") as second:
+    async with socket_of(hitl, "alice") as second:
         await second.send(orjson.dumps({"type": "resume", "run_id": run_id, "after": 0}))
         replayed = await read_run(second, run_id, "input_requested")
         assert replayed[-1] == asked
