@@ -16,14 +16,14 @@ AuthOption = Annotated[
     str | None,
     typer.Option(
         "--auth",
-        help="MODULE:ATTR of an authentication hook replacing the JWT check [env CORRAL_AUTH].",
+        help="MODULE:ATTR of an authentication hook replacing the JWT check (env CORRAL_AUTH).",
     ),
 ]
 SecretsOption = Annotated[
     str | None,
     typer.Option(
         "--secrets",
-        help="MODULE:ATTR of a per-user secrets resolver [env CORRAL_SECRETS].",
+        help="MODULE:ATTR of a per-user secrets resolver (env CORRAL_SECRETS).",
     ),
 ]
 
@@ -63,9 +63,9 @@ def _configuration_errors() -> Iterator[None]:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [env CORRAL_HOST].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (env CORRAL_HOST).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port; 0 picks a free one [env CORRAL_PORT].")
+        int | None, typer.Option(help="Port; 0 picks a free one (env CORRAL_PORT).")
     ] = None,
     database_url: Annotated[
         str | None, typer.Option(help="sqlite+aiosqlite:///… or postgresql+asyncpg://…")

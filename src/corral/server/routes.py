@@ -382,7 +382,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/runs/{run_id}/cancel",
         cancel_run,
         "cancel_run",
-        "Cancel one of your queued or running runs",
+        "Cancel one of your queued, running or waiting runs",
         "runs",
         MappingProxyType({202: RUN_ANSWER, **_errors(401, 404, 409, 503)}),
         params=(RUN_ID,),
