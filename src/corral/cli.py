@@ -95,7 +95,9 @@ def serve(
     secrets: SecretsOption = None,
 ) -> None:
     """Start the HTTP, WebSocket and SSE server with the web page and an executor."""
+    from corral.assembly import check_topology
     from corral.auth.factory import check_auth_settings
+    from corral.loading import load_agents
     from corral.server.runner import run_server
     from corral.telemetry import check_tracing
 
@@ -115,7 +117,9 @@ def serve(
     with _configuration_errors():
         check_auth_settings(settings)  # a bad --auth/--secrets/JWT setting exits 2 here
         check_tracing()  # OTEL_* set without corral[otel] exits 2 here
-        run_server(settings)
+        check_topology(settings, execute=settings.executor)  # e.g. --no-executor, no Redis
+        registry = load_agents(settings.agents)  # an --agents module that does not load
+        run_server(settings, registry)
 
 
 @app.command()

@@ -38,6 +38,7 @@ CONTRACT_OPERATIONS = {
 }
 ERROR_CODES = {
     "unauthorized",
+    "forbidden",
     "not_found",
     "conflict",
     "payload_too_large",
@@ -205,3 +206,16 @@ async def test_openapi_documents_the_input_and_thread_bodies_and_answers(server)
     assert "204" in ops[("delete", "/v1/threads/{thread_id}")]["responses"]
     listed = ops[("get", "/v1/threads")]
     assert {p["name"] for p in listed["parameters"]} == {"limit", "cursor"}
+
+
+async def test_openapi_documents_the_refusals_made_before_routing(server) -> None:
+    """Every operation documents 403 (a Host that is not the server's), the dev-token routes
+    their 403 for a name that is not a loopback name, and /metrics its 401 for a missing
+    metrics token: answers the server gives must be in the document."""
+    doc = await fetch_openapi(server)
+    for (method, path), op in operations(doc).items():
+        assert "403" in op["responses"], f"{method} {path}"
+    ops = operations(doc)
+    assert "loopback" in ops[("post", "/v1/dev/token")]["responses"]["403"]["description"]
+    assert "loopback" in ops[("get", "/v1/dev/token")]["responses"]["403"]["description"]
+    assert "401" in ops[("get", "/metrics")]["responses"]

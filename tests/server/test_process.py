@@ -164,3 +164,32 @@ async def test_sigterm_closes_sockets_with_1001_and_lets_short_runs_finish(
         assert lr["status"] == "failed"
         assert lr["error"]["type"] == "interrupted"
         check_run_events(await _events(http, long["run_id"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--agents", "no_such_agents_module"], "no_such_agents_module"),
+        (["--no-executor"], "--no-executor"),
+        (["--redis-url", "redis://127.0.0.1:1/0"], "PostgreSQL"),
+    ],
+)
+def test_serve_refuses_settings_that_cannot_work_with_exit_2(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    """An --agents module that does not load, --no-executor without a cluster, or Redis with
+    SQLite: `corral serve` stops before it binds, with one message naming it and status 2
+    (not a start-up traceback and status 3)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "serve", "--port", "0", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout

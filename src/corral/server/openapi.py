@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from corral.server.api import Operation, group_by_path
+from corral.server.responses import error_answers
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 Mode = Literal["validation", "serialization"]
@@ -18,6 +20,8 @@ def build_openapi(
     operations: Sequence[Operation], *, title: str, version: str, description: str
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document of ``operations``: parameters, bodies, every answer."""
+    # Every route refuses a Host that is not the server's (server/hosts.py), before routing.
+    operations = [replace(op, answers={**error_answers(403), **op.answers}) for op in operations]
     uses: list[tuple[type[BaseModel], Mode]] = []
     for op in operations:
         if op.body is not None:

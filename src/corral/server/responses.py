@@ -21,6 +21,7 @@ def error_answers(
     """The error answers an operation documents, by status."""
     texts = {
         401: "missing, invalid or expired token",
+        403: "addressed by a name that is not this server's (CORRAL_ALLOWED_HOSTS)",
         404: not_found,
         409: "the request conflicts with the resource's state",
         413: "body over the size limit",

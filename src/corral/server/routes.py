@@ -298,6 +298,9 @@ async def dev_token(request: Request) -> Response:
 
 
 RUN_ANSWER = Answer("the run object", RunObject)
+DEV_TOKEN_HOST = Answer(
+    "addressed by a name that is not a loopback name, or not one of this server's", ErrorBody
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -464,6 +467,7 @@ OPERATIONS: tuple[Operation, ...] = (
             {
                 200: Answer("a token", DevToken),
                 **_errors(413, 422, 503),
+                403: DEV_TOKEN_HOST,
                 404: Answer("not a loopback server", ErrorBody),
             }
         ),
@@ -478,7 +482,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "dev_tokens",
         "Whether development tokens are given out here (loopback, HS256 servers only)",
         "development",
-        MappingProxyType({200: Answer("available or not", DevTokens), **_errors(503)}),
+        MappingProxyType(
+            {200: Answer("available or not", DevTokens), **_errors(503), 403: DEV_TOKEN_HOST}
+        ),
         auth=False,
     ),
     Operation(
@@ -508,7 +514,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "metrics",
         "Prometheus text format",
         "operations",
-        MappingProxyType({200: Answer("metrics", content_type="text/plain"), **_errors(503)}),
+        MappingProxyType(
+            {
+                200: Answer("metrics", content_type="text/plain"),
+                **_errors(503),
+                401: Answer(
+                    "CORRAL_METRICS_TOKEN is set and not given as the bearer token", ErrorBody
+                ),
+            }
+        ),
         auth=False,
     ),
 )

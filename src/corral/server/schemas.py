@@ -16,6 +16,7 @@ class ErrorDetail(BaseModel):
 class ErrorInfo(BaseModel):
     code: Literal[
         "unauthorized",
+        "forbidden",
         "not_found",
         "conflict",
         "payload_too_large",
