@@ -166,7 +166,7 @@ describe('against a live server', { skip: needsServer }, () => {
   );
 
   test('an HTTP start the server refuses rejects with the status, code and details', TIMEOUT, async () => {
-    await withClient('http-refused', {}, async ({ client }) => {
+    await withClient('http-refused', { startOver: 'http' }, async ({ client }) => {
       await assert.rejects(client.startRun('echo', { message: 'm', steps: 0 }), (err) => {
         assert.ok(err instanceof CorralError);
         assert.equal(err.status, 422);
