@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -164,11 +165,14 @@ async def _auth_message(ws: WebSocket, runtime: Runtime) -> str | None:
 
 
 class _Session:
-    """One authenticated socket: a reader task takes client messages off the socket while
-    they are handled one at a time, in order (a ``resume``'s replay before the next message).
+    """One authenticated socket: the socket is read all the time, and client messages are
+    handled one at a time, in order (a ``resume``'s replay before the next message), by a
+    handler task that exists only while there are messages to handle — an idle socket holds
+    no task, no queue and no frame for them.
 
-    The socket is read all the time, so a close during a long replay is answered at once: the
-    handler (and its replay) is cancelled.
+    So a close during a long replay is answered at once: the handler (and its replay) is
+    cancelled. More than ``INBOX`` messages waiting for the
+    handler stop the reading until it has handled them (backpressure).
 
     When the identity's sign-in expires (contract §2) the socket gets an ``unauthorized``
     error and is closed with 1008; a command read after that moment is refused the same way.
@@ -184,25 +188,28 @@ class _Session:
         self.conn = conn
         self.identity = identity
         self.user_id = conn.user_id
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._handler: asyncio.Task[None] | None = None
+        self._ended = False  # the handler saw the socket go, or the sign-in expire
         self._expiring = False
 
     async def serve(self) -> None:
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.INBOX)
         loop = asyncio.get_running_loop()
-        handler = loop.create_task(self._handle(inbox))
         remaining = self.runtime.signin.remaining_s(self.identity)
         # Wall-clock expiry turned into the loop's clock once, here; None: it never expires.
         deadline = asyncio.timeout_at(None if remaining is None else loop.time() + remaining)
         try:
             async with deadline:
-                await self._read(inbox)
+                await self._read()
         except TimeoutError:
             if not deadline.expired():
                 raise
             await self._expire()
         finally:
-            handler.cancel()
-            await asyncio.wait({handler})
+            handler = self._handler
+            if handler is not None:
+                handler.cancel()
+                await asyncio.wait({handler})
 
     def _expired(self) -> bool:
         return self.runtime.signin.expired(self.identity)
@@ -216,9 +223,9 @@ class _Session:
             self.conn.offer(error_message("unauthorized", EXPIRED))
         await self.conn.close_when_sent(CLOSE_POLICY, "sign-in expired", EXPIRY_FLUSH_S)
 
-    async def _read(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _read(self) -> None:
         limit = self.runtime.settings.ws_max_message_bytes
-        conn = self.conn
+        conn, inbox = self.conn, self._inbox
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -241,12 +248,23 @@ class _Session:
                     )
                 )
                 continue
-            await inbox.put(doc)
+            if self._ended:
+                continue  # the socket is closing: nothing more is handled
+            inbox.append(doc)
+            handler = self._handler
+            if handler is None or handler.done():
+                self._handler = asyncio.get_running_loop().create_task(self._handle())
+            elif len(inbox) >= self.INBOX:
+                await asyncio.wait({handler})  # it returns once the inbox is empty
 
-    async def _handle(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
-        while True:
-            doc = await inbox.get()
+    async def _handle(self) -> None:
+        """Handle what the inbox holds, in order, then end (the reader starts another)."""
+        inbox = self._inbox
+        while inbox:
+            doc = inbox.popleft()
             if self._expired():  # read just before the deadline: refused, never run
+                self._ended = True
+                inbox.clear()
                 await self._expire()
                 return
             try:
@@ -254,6 +272,8 @@ class _Session:
             except CorralError as exc:
                 self._answer_error(exc, doc)
             except WebSocketDisconnect:
+                self._ended = True
+                inbox.clear()
                 return
             except Exception:
                 log.exception("websocket message failed", extra={"user_id": self.user_id})
