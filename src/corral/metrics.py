@@ -74,6 +74,10 @@ class Metrics:
         for status, count in finished.items():
             self.runs_finished.labels(status).inc(count)
 
+    def count_slow_consumer(self, _conn: object) -> None:
+        """A connection was closed as a slow consumer (a Connection's ``on_slow_consumer``)."""
+        self.slow_consumers.inc()
+
     def observe_delivery(self, event: Event) -> None:
         """An event was written to a socket: record how long after its emission."""
         self.delivery_latency.observe(max(0.0, time.time() - event.emitted_at))

@@ -51,8 +51,9 @@ class Connection:
 
     ``offer`` never waits: it queues the bytes, or — when the bytes held for this connection
     (queued, held, and the frame being written) would pass the bound — closes it with
-    1013 as a slow consumer. The producer and every other connection never wait on it. The
-    writer task is started by ``start`` and ends on ``close``; ``close`` is idempotent.
+    1013 as a slow consumer. The producer and every other connection never wait on it. After
+    ``start``, a writer task runs while frames are queued and ends when they are written (an
+    idle connection holds no task); ``close`` is idempotent.
 
     Per-run holds support resume without gap or duplicate: while a run is held its live
     events are buffered; ``release(run_id, after_seq)`` then sends those with a greater seq.
@@ -78,30 +79,33 @@ class Connection:
         self._max_messages = max_buffered_messages
         self._on_slow = on_slow_consumer
         self._on_sent = on_sent
-        self._queue: deque[tuple[bytes, Event | None]] = deque()
+        # An idle connection holds as little as it can (measured per socket at 10,000 idle
+        # sockets): the queue exists while frames wait (an empty deque is ~0.7 KiB), and so
+        # does the writer task; ``_drained`` exists once a replay waits (an asyncio.Event
+        # carries a waiter deque of that size too), ``_closed`` once a close waits.
+        self._queue: deque[tuple[bytes, Event | None]] | None = None
         self._buffered = 0
-        # The idle writer waits on a bare future (an asyncio.Event carries its own waiter
-        # deque: ~0.7 KiB per idle socket); ``_drained`` exists only once a replay waits.
-        self._wakeup: asyncio.Future[None] | None = None
+        self._started = False
         self._drained: asyncio.Event | None = None  # set when a frame is written or it closes
+        self._closed: asyncio.Future[None] | None = None  # done once the transport is closed
         self._holds: dict[str, list[tuple[Event, bytes]]] = {}
         self._held_count = 0
         # run_id -> the last seq a replay sent: live events up to it are duplicates. (An event
         # is readable from the store a moment before it is published, so a replay can send it
         # and the live copy arrive after the release.) Bounded: only recent replays matter.
-        self._floors: OrderedDict[str, int] = OrderedDict()
+        self._floors: OrderedDict[str, int] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.state = ConnectionState.OPEN
         self.close_code: int | None = None
-        self.closed = asyncio.Event()
 
     @property
     def buffered_bytes(self) -> int:
         return self._buffered
 
     def start(self) -> None:
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        """Start writing: what was queued before goes out first."""
+        self._started = True
+        self._wake()
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -109,7 +113,7 @@ class Connection:
         """Queue one event (already serialized) unless this connection filters it out."""
         if self.run_filter is not None and event.run_id != self.run_filter:
             return False
-        if self._floors:
+        if self._floors is not None:
             floor = self._floors.get(event.run_id)
             if floor is not None and event.seq <= floor:
                 return False
@@ -135,7 +139,7 @@ class Connection:
             return False
         if (
             self._buffered + size > self._max_bytes
-            or len(self._queue) + self._held_count >= self._max_messages
+            or (len(self._queue) if self._queue else 0) + self._held_count >= self._max_messages
         ):
             self._slow_consumer()
             return False
@@ -144,15 +148,18 @@ class Connection:
     def _enqueue(self, payload: bytes, event: Event | None) -> bool:
         if not self._admit(len(payload)):
             return False
-        self._queue.append((payload, event))
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append((payload, event))
         self._buffered += len(payload)
         self._wake()
         return True
 
     def _wake(self) -> None:
-        waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Start the writer task if frames wait and none runs (it ends when they are out)."""
+        if self._writer is None and self._started and self._queue and self.state is _OPEN:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def _signal_drained(self) -> None:
         if self._drained is not None:
@@ -186,10 +193,13 @@ class Connection:
     def release(self, run_id: str, after_seq: int) -> None:
         """Send the held live events of ``run_id`` with ``seq > after_seq``, then go live;
         live events with ``seq <= after_seq`` arriving later are dropped as duplicates."""
-        self._floors[run_id] = max(after_seq, self._floors.get(run_id, 0))
-        self._floors.move_to_end(run_id)
-        while len(self._floors) > MAX_FLOORS:
-            self._floors.popitem(last=False)
+        floors = self._floors
+        if floors is None:
+            floors = self._floors = OrderedDict()
+        floors[run_id] = max(after_seq, floors.get(run_id, 0))
+        floors.move_to_end(run_id)
+        while len(floors) > MAX_FLOORS:
+            floors.popitem(last=False)
         for event, payload in self._holds.pop(run_id, []):
             self._buffered -= len(payload)
             self._held_count -= 1
@@ -209,7 +219,7 @@ class Connection:
             return
         self.state = ConnectionState.CLOSING
         self.close_code = code
-        self._queue.clear()
+        self._queue = None
         self._buffered = 0
         self._holds.clear()
         self._held_count = 0
@@ -223,9 +233,8 @@ class Connection:
             log.debug("transport close failed", exc_info=True)
         finally:
             self.state = ConnectionState.CLOSED
-            self._wake()
             self._signal_drained()
-            self.closed.set()
+            self._signal_closed()
 
     async def close_when_sent(self, code: int, reason: str, timeout_s: float) -> None:
         """Close with ``code`` once everything queued now is written (a last error message),
@@ -242,39 +251,50 @@ class Connection:
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close with ``code`` (idempotent) and wait until the transport is closed."""
         self._begin_close(code, reason)
-        await self.closed.wait()
+        await self.wait_closed()
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport is closed (by :meth:`close` or the peer going away)."""
+        if self.state is _CLOSED:
+            return
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed)
+
+    def _signal_closed(self) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     def mark_closed(self) -> None:
         """The peer went away: drop everything queued without writing it."""
         if self.state is ConnectionState.CLOSED:
             return
         self.state = ConnectionState.CLOSED
-        self._queue.clear()
+        self._queue = None
         self._buffered = 0
         self._holds.clear()
         self._held_count = 0
-        self._wake()
         self._signal_drained()
-        self.closed.set()
+        self._signal_closed()
 
     async def _write_loop(self) -> None:
         try:
             while self.state is _OPEN:
-                if not self._queue:
-                    waiter = self._wakeup = asyncio.get_running_loop().create_future()
-                    try:
-                        await waiter
-                    finally:
-                        self._wakeup = None
-                    continue
-                payload, event = self._queue[0]
+                queue = self._queue
+                if not queue:
+                    # All written: the queue and this task end; the next frame makes both.
+                    self._queue = None
+                    self._writer = None
+                    return
+                payload, event = queue[0]
                 await self._transport.send(payload)
-                # Counted until written: the bound covers the frame in flight too.
-                if self._queue and self._queue[0][0] is payload:
-                    self._queue.popleft()
+                # Counted until written: the bound covers the frame in flight too (a close
+                # meanwhile drops the queue).
+                if queue is self._queue and queue and queue[0][0] is payload:
+                    queue.popleft()
                     self._buffered -= len(payload)
                     self._signal_drained()
                 if event is not None and self._on_sent is not None:

@@ -111,7 +111,7 @@ async def _frames(
         kind="sse",
         run_filter=record.run_id,
         max_buffered_bytes=runtime.settings.ws_max_buffered_bytes,
-        on_slow_consumer=lambda _c: runtime.metrics.slow_consumers.inc(),
+        on_slow_consumer=runtime.metrics.count_slow_consumer,
     )
     conn.hold(record.run_id)  # before attaching: nothing published from now on is missed
     async with runtime.bridge.session(conn):

@@ -87,7 +87,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         identity.user_id,
         _SocketTransport(ws),
         max_buffered_bytes=settings.ws_max_buffered_bytes,
-        on_slow_consumer=lambda _c: runtime.metrics.slow_consumers.inc(),
+        on_slow_consumer=runtime.metrics.count_slow_consumer,
         on_sent=runtime.metrics.observe_delivery,
     )
     conn.offer(dumps({"type": "ready", "user_id": identity.user_id}))
@@ -188,28 +188,40 @@ class _Session:
         self.conn = conn
         self.identity = identity
         self.user_id = conn.user_id
-        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox: deque[dict[str, Any]] | None = None  # exists while messages wait
         self._handler: asyncio.Task[None] | None = None
         self._ended = False  # the handler saw the socket go, or the sign-in expire
         self._expiring = False
+        self._deadline_passed = False
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
         remaining = self.runtime.signin.remaining_s(self.identity)
+        task = asyncio.current_task()
+        assert task is not None
         # Wall-clock expiry turned into the loop's clock once, here; None: it never expires.
-        deadline = asyncio.timeout_at(None if remaining is None else loop.time() + remaining)
+        # A bare timer handle (what asyncio.timeout does, with less to hold per idle socket).
+        timer = None
+        if remaining is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_at(loop.time() + remaining, self._deadline, task)
         try:
-            async with deadline:
-                await self._read()
-        except TimeoutError:
-            if not deadline.expired():
+            await self._read()
+        except asyncio.CancelledError:
+            # Cancelled by the deadline alone: the sign-in expired; otherwise cancelled.
+            if not self._deadline_passed or task.uncancel() > 0:
                 raise
             await self._expire()
         finally:
+            if timer is not None:
+                timer.cancel()
             handler = self._handler
             if handler is not None:
                 handler.cancel()
                 await asyncio.wait({handler})
+
+    def _deadline(self, task: asyncio.Task[Any]) -> None:
+        self._deadline_passed = True
+        task.cancel()
 
     def _expired(self) -> bool:
         return self.runtime.signin.expired(self.identity)
@@ -225,7 +237,7 @@ class _Session:
 
     async def _read(self) -> None:
         limit = self.runtime.settings.ws_max_message_bytes
-        conn, inbox = self.conn, self._inbox
+        conn = self.conn
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -250,6 +262,9 @@ class _Session:
                 continue
             if self._ended:
                 continue  # the socket is closing: nothing more is handled
+            inbox = self._inbox
+            if inbox is None:
+                inbox = self._inbox = deque()
             inbox.append(doc)
             handler = self._handler
             if handler is None or handler.done():
@@ -278,6 +293,7 @@ class _Session:
             except Exception:
                 log.exception("websocket message failed", extra={"user_id": self.user_id})
                 self.conn.offer(error_message("unavailable", "the server could not handle that"))
+        self._inbox = None  # empty: an idle socket holds none
 
     def _answer_error(self, exc: CorralError, doc: dict[str, Any]) -> None:
         answer = answer_for(exc)
