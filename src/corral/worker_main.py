@@ -10,6 +10,7 @@ from corral import logs
 from corral.assembly import open_parts
 from corral.errors import ConfigurationError
 from corral.loading import load_agents
+from corral.server.runner import freeze_startup_heap
 from corral.settings import Settings
 
 log = logging.getLogger("corral.worker")
@@ -22,6 +23,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
     registry = load_agents(settings.agents)
     async with open_parts(settings, registry, execute=True, role="worker") as parts:
         assert parts.worker is not None
+        freeze_startup_heap()
         # One machine-readable line: scripts and tests wait for it.
         print(f"corral worker {parts.worker.worker_id} ready", flush=True)
         await stop.wait()

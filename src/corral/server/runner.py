@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -38,11 +39,22 @@ class CorralServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            freeze_startup_heap()
             for server in self.servers:
                 for sock in server.sockets:
                     host, port = sock.getsockname()[:2]
                     # One machine-readable line: tests and scripts read the port from it.
                     print(f"corral listening on http://{_fmt(host)}:{port}", flush=True)
+
+
+def freeze_startup_heap() -> None:
+    """Move what starting made (modules, schemas, the app and its parts: it lives as long as
+    the process) out of the garbage collector's view, so a full collection scans only what
+    connections and runs made since. Measured (bench scaling, 1,000 connected users): full
+    collections paused the event loop ~200 ms each without this. For processes corral owns
+    (``corral serve``, ``corral worker``), never for an app that mounts corral."""
+    gc.collect()
+    gc.freeze()
 
 
 def _fmt(host: str) -> str:
