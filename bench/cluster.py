@@ -1,7 +1,7 @@
 """cluster: runs/s and start latency, 1 process vs N API nodes + N workers (issue 6).
 
-Both configurations use one fresh PostgreSQL database (created and dropped here); the
-cluster also gets an empty logical Redis database. "1 process" is ``corral serve`` on
+Each configuration gets a fresh PostgreSQL database of its own (created and dropped here);
+the cluster also gets an empty logical Redis database. "1 process" is ``corral serve`` on
 PostgreSQL with no Redis: API, bus and executor in one process. The cluster is
 ``--processes N`` API nodes (``--no-executor``) and N ``corral worker`` processes; user ``i``
 holds its socket on node ``i % N`` and POSTs to node ``(i + 1) % N``, so with N > 1 every run
@@ -122,13 +122,23 @@ async def main(args: argparse.Namespace) -> Result:
         },
     )
     cluster_name = f"{n} API + {n} workers"
-    async with fresh_postgres() as db_url, fresh_redis_db() as redis_url:
+    # A database each: cluster workers claim every queued run of the database they serve, so
+    # a single node sharing the cluster's database would have its runs taken from it.
+    async with (
+        fresh_postgres() as single_db,
+        fresh_postgres() as db_url,
+        fresh_redis_db() as redis_url,
+    ):
         with workdir(args.keep) as work:
             env = {"CORRAL_DATABASE_URL": db_url, "CORRAL_REDIS_URL": redis_url}
             # Started side by side (each waits for its readiness line in a thread).
             single, *rest = await asyncio.gather(
                 asyncio.to_thread(
-                    corral_serve, secret, work, name="single", env={"CORRAL_DATABASE_URL": db_url}
+                    corral_serve,
+                    secret,
+                    work,
+                    name="single",
+                    env={"CORRAL_DATABASE_URL": single_db},
                 ),
                 *(
                     asyncio.to_thread(
