@@ -164,11 +164,24 @@ async def main(args: argparse.Namespace) -> Result:
                             "1 process", secret, [single], [], users, duration, warmup, rep
                         )
                     )
+                    # --profile: one API node and one worker, the last cluster repetition.
+                    profs = []
+                    if args.profile and rep == reps - 1:
+                        from profiling import Profiler
+
+                        profs = [
+                            Profiler(api[0].pid, "cluster-api", duration + warmup),
+                            Profiler(workers[0].pid, "cluster-worker", duration + warmup),
+                        ]
+                        for prof in profs:
+                            prof.start()
                     result.rows.append(
                         await _measure(
                             cluster_name, secret, api, workers, users, duration, warmup, rep
                         )
                     )
+                    for prof in profs:
+                        result.notes.append(prof.stop())
     _summarize(result, cluster_name)
     return result
 

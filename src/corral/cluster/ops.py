@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from corral.core.admission import Limits, Scheduler, Ticket
 from corral.core.events import Event
@@ -46,10 +46,12 @@ _RUNNING_OF = Q(
     f"SELECT user_id, count(*) FROM runs r WHERE {_HOLDS_SLOT.format(r='r')} "
     "AND user_id = ANY(CAST(:users AS text[])) GROUP BY user_id"
 )
+# Last column: the run's thread has no stored state (the worker then does not read it).
 _TAKE = Q(
     "UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = :owner, "
     "lease_until = :until WHERE run_id = ANY(CAST(:run_ids AS text[])) AND status = 'queued' "
-    f"RETURNING {RUN_COLUMNS}"
+    f"RETURNING {RUN_COLUMNS}, "
+    "(SELECT t.state IS NULL FROM threads t WHERE t.thread_id = runs.thread_id)"
 )
 _RENEW = Q(
     "UPDATE runs SET lease_until = :until FROM (SELECT unnest(CAST(:run_ids AS text[])) AS "
@@ -104,7 +106,10 @@ class ClaimRuns(Op[list[RunRecord]]):
             {"owner": self.owner, "until": time.time() + self.lease_s, "run_ids": chosen},
         )
         order = {run_id: i for i, run_id in enumerate(chosen)}
-        records = [RunRecord.from_row(r) for r in rows]
+        records = [
+            replace(RunRecord.from_row(r), new_thread=True) if r[-1] else RunRecord.from_row(r)
+            for r in rows
+        ]
         return sorted(records, key=lambda r: order[r.run_id])
 
 

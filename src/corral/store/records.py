@@ -37,8 +37,9 @@ class RunRecord:
     trace: str | None = None
     input_request: dict[str, Any] | None = None
     row_id: int = 0
-    # Known only to the process that created the run (never read back): the run started its
-    # thread, so the thread's state is {} and need not be read when the run starts.
+    # The thread's state is {} and need not be read when the run starts: set by the process
+    # that created the run when the run started its thread, and by a cluster claim when the
+    # thread has no stored state.
     new_thread: bool = False
 
     @classmethod
