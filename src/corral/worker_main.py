@@ -9,8 +9,8 @@ import signal
 from corral import logs
 from corral.assembly import open_parts
 from corral.errors import ConfigurationError
+from corral.heap import freeze_startup_heap
 from corral.loading import load_agents
-from corral.server.runner import freeze_startup_heap
 from corral.settings import Settings
 
 log = logging.getLogger("corral.worker")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from corral.core.admission import Limits, Scheduler, Ticket
 from corral.core.events import Event
@@ -106,10 +106,7 @@ class ClaimRuns(Op[list[RunRecord]]):
             {"owner": self.owner, "until": time.time() + self.lease_s, "run_ids": chosen},
         )
         order = {run_id: i for i, run_id in enumerate(chosen)}
-        records = [
-            replace(RunRecord.from_row(r), new_thread=True) if r[-1] else RunRecord.from_row(r)
-            for r in rows
-        ]
+        records = [RunRecord.from_row(r, new_thread=bool(r[-1])) for r in rows]
         return sorted(records, key=lambda r: order[r.run_id])
 
 

@@ -43,7 +43,7 @@ class RunRecord:
     new_thread: bool = False
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
+    def from_row(cls, row: tuple[Any, ...], *, new_thread: bool = False) -> RunRecord:
         return cls(
             run_id=row[0],
             user_id=row[1],
@@ -63,6 +63,7 @@ class RunRecord:
             trace=row[15],
             input_request=None if row[16] is None else loads(row[16]),
             row_id=int(row[17]),
+            new_thread=new_thread,
         )
 
     @property
