@@ -19,6 +19,7 @@ from conftest import _TestServer
 from corral.server.app import create_app
 from corral.server.runner import uvicorn_config
 from corral.settings import Settings
+from support_page import sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -103,14 +104,8 @@ async def test_the_page_under_a_prefix_signs_in_and_runs_end_to_end(
                 else None
             ),
         )
-        await page.goto(base + PREFIX)
+        await sign_in(page, base + PREFIX, "mona")
         assert page.url == base + PREFIX + "/"
-        await expect(page.locator("#conn-status")).to_have_attribute("data-state", "offline")
-        await page.fill("#dev-user", "mona")
-        await page.click("#dev-signin")
-        await expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
-        await expect(page.locator("#user-id")).to_have_text("mona")
-        await expect(page.locator("#agent-select")).to_be_enabled()
         await page.select_option("#agent-select", "research")
         await page.fill("#field-question", "What is 12 * 7? Check with me.")
         await page.click("#start-run")
